@@ -1,0 +1,41 @@
+r"""SimCLR on Fashion-MNIST on a CPU: the default job of the README.
+
+    python -m sslx.main --config=configs/simclr_fmnist.py --workdir=/tmp/sslx_demo
+
+A ResNet-18 with the CIFAR stem at a quarter width, tuned for the best k-NN
+accuracy a 2-core CPU reaches in about five minutes. The data is read from the
+IDX files of Debian's `dataset-fashion-mnist` (or `--config.data.path=DIR`
+holding `train-images-idx3-ubyte.gz` etc.; `--config.data.source=tfds` with a
+network). Ends with the k-NN top-1 on the test split (train split as memory
+bank) and the test embeddings as .npy under WORKDIR/embeddings.
+"""
+
+from sslx.config_defaults import base_config, view_group, with_variant
+
+
+def get_config(arg=None):
+    config = base_config()
+    config.views.global_crops = view_group(
+        count=2, size=28, crop_scale=(0.25, 1.0), jitter_prob=0.8, brightness=0.4,
+        contrast=0.4, saturation=0.0, hue=0.0, grayscale_prob=0.0, blur_prob=0.0,
+        solarize_prob=0.0)
+
+    config.model.name = "resnet18"
+    config.model.stem = "cifar"
+    config.model.width = 16
+    config.method.name = "simclr"
+    config.method.temperature = 0.2
+    config.method.projector_layers = 2
+    config.method.projector_hidden_dim = 512
+    config.method.projector_dim = 128
+
+    config.optim.name = "lars"
+    config.optim.base_lr = 1.0
+    config.optim.lr_scaling = "linear"
+    config.optim.warmup_epochs = 0.2
+    config.optim.weight_decay = 1e-6
+    config.train.batch_size = 256
+    config.train.epochs = 2.0
+    config.train.log_every = 20
+    config.checkpoint.every_steps = 200
+    return with_variant(config, arg)

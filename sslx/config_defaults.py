@@ -1,0 +1,179 @@
+"""The one config schema every recipe starts from.
+
+Recipes in `configs/` call `base_config()` and change a handful of fields, so
+every run has the same keys and every key can be overridden from the command
+line with `--config.a.b=value`. Shared building blocks for recipes (view
+groups, the `:runlocal` shrink) live here too.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+FASHION_MNIST_IDX_DIR = "/usr/share/datasets/fashion-mnist"
+
+# ImageNet statistics, the usual normalisation of every published recipe.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FASHION_MNIST_MEAN = (0.286, 0.286, 0.286)
+FASHION_MNIST_STD = (0.353, 0.353, 0.353)
+
+
+def view_group(
+    count: int = 2,
+    size: int = 224,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    flip_prob: float = 0.5,
+    jitter_prob: float = 0.8,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
+    hue: float = 0.1,
+    grayscale_prob: float = 0.2,
+    blur_prob: float | tuple[float, ...] = 0.5,
+    blur_sigma: tuple[float, float] = (0.1, 2.0),
+    solarize_prob: float | tuple[float, ...] = 0.0,
+) -> ml_collections.ConfigDict:
+    """`count` crops of one resolution; a float field may instead be a tuple
+    with one value per crop (asymmetric recipes: BYOL blur (1.0, 0.1))."""
+    return ml_collections.ConfigDict(dict(
+        count=count,
+        size=size,
+        crop_scale=crop_scale,
+        crop_ratio=crop_ratio,
+        flip_prob=flip_prob,
+        jitter_prob=jitter_prob,
+        brightness=brightness,
+        contrast=contrast,
+        saturation=saturation,
+        hue=hue,
+        grayscale_prob=grayscale_prob,
+        blur_prob=blur_prob,
+        blur_sigma=blur_sigma,
+        solarize_prob=solarize_prob,
+    ))
+
+
+def color_distortion(strength: float) -> dict[str, float]:
+    """SimCLR's colour-jitter parameters at a given distortion strength
+    (1.0 for ImageNet, 0.5 for CIFAR; Chen et al. 2020, Appendix A)."""
+    return dict(brightness=0.8 * strength, contrast=0.8 * strength,
+                saturation=0.8 * strength, hue=0.2 * strength)
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Every field a run reads, with neutral defaults; recipes override them."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict(dict(
+        source="idx",                      # idx | tfds | folder | arrays
+        name="fashion_mnist",              # TFDS builder name (source=tfds)
+        path=FASHION_MNIST_IDX_DIR,        # IDX dir | folder root | .npz | TFDS data_dir
+        train_split="train",
+        eval_split="test",                 # k-NN queries / export default
+        image_size=28,                     # nominal image side: views may not be larger;
+                                           # eval resizes to size/0.875 + center crop if larger
+        mean=FASHION_MNIST_MEAN,
+        std=FASHION_MNIST_STD,
+        shuffle_buffer=10_000,
+        cache=True,                        # cache decoded images in memory
+        threads=0,                         # tf.data private threadpool; 0 = cores // 2
+    ))
+    # View groups, ordered by descending size then name: views[0] is the
+    # first crop of the largest group (the "global" crops of DINO/SwAV).
+    c.views = ml_collections.ConfigDict(dict(global_crops=view_group()))
+
+    c.model = ml_collections.ConfigDict(dict(
+        name="resnet18",                   # resnet18|34|50, vit_t|vit_s|vit_b
+        stem="imagenet",                   # resnet: imagenet | cifar
+        width=64,                          # resnet base width
+        patch_size=16,                     # vit
+        pos_embedding="learned",           # vit: learned | sincos
+        drop_path=0.0,                     # vit stochastic depth rate
+    ))
+    c.method = ml_collections.ConfigDict(dict(name="simclr"))
+
+    c.optim = ml_collections.ConfigDict(dict(
+        name="lars",                       # lars | adamw | sgd
+        base_lr=0.3,                       # at the reference batch (see lr_scaling)
+        lr_scaling="linear",               # linear: x B/256 | sqrt: x sqrt(B/256) | none
+        min_lr=0.0,                        # cosine floor
+        warmup_epochs=10.0,
+        weight_decay=1e-6,
+        weight_decay_end=-1.0,             # >= 0: cosine schedule from weight_decay to this
+        momentum=0.9,
+        b1=0.9,
+        b2=0.999,
+        grad_clip=0.0,                     # global-norm clip; 0 = off
+        exclude_bias_and_norm=True,        # from weight decay and LARS adaptation
+        frozen=ml_collections.ConfigDict(),  # {regex searched in param paths: epochs frozen}
+        constant_lr=(),                    # regexes of params kept at the peak lr
+    ))
+
+    c.train = ml_collections.ConfigDict(dict(
+        batch_size=4096,                   # global, over all hosts and devices
+        epochs=100.0,
+        steps=-1,                          # > 0 overrides epochs
+        log_every=50,
+        dtype="float32",                   # float32 | bfloat16 compute
+        param_sharding="replicated",       # replicated | fsdp
+    ))
+    c.checkpoint = ml_collections.ConfigDict(dict(
+        every_steps=1000,
+        keep=3,
+    ))
+    c.eval = ml_collections.ConfigDict(dict(
+        knn=True,                          # k-NN at the end of training
+        knn_k=(20, 200),
+        knn_temperature=0.07,
+        batch_size=512,
+        export_split="test",
+    ))
+    return c
+
+
+def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Shrink a recipe to a CPU-sized Fashion-MNIST run that keeps its method,
+    losses, augmentations and optimizer; only data, sizes and durations change."""
+    config.data.source = "idx"
+    config.data.path = FASHION_MNIST_IDX_DIR
+    config.data.train_split = "train"
+    config.data.eval_split = "test"
+    config.data.image_size = 28
+    config.data.mean = FASHION_MNIST_MEAN
+    config.data.std = FASHION_MNIST_STD
+    config.data.shuffle_buffer = 10_000
+    largest = max(g.size for g in config.views.values())
+    for group in config.views.values():
+        group.size = max(8, round(group.size * 28 / largest) // 4 * 4)
+    if config.model.name.startswith("resnet"):
+        config.model.name = "resnet18"
+        config.model.stem = "cifar"
+        config.model.width = 16
+    else:
+        config.model.name = "vit_t"
+        config.model.patch_size = 4
+    config.train.batch_size = 256
+    config.train.epochs = 1.0
+    config.train.steps = -1
+    config.train.log_every = 20
+    config.checkpoint.every_steps = 100
+    config.eval.batch_size = 512
+    config.optim.warmup_epochs = min(config.optim.warmup_epochs, 0.1)
+    return config
+
+
+VARIANTS = {"runlocal": runlocal}
+
+
+def with_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+    """Applies the comma-separated variants named in the config-file argument
+    (`configs/x.py:runlocal`) and locks the config so a misspelt override fails."""
+    for name in filter(None, (arg or "").split(",")):
+        if name not in VARIANTS:
+            raise ValueError(f"unknown config variant {name!r}; available: {', '.join(VARIANTS)}")
+        config = VARIANTS[name](config)
+    config.lock()
+    return config

@@ -1,0 +1,279 @@
+"""Image augmentations of the SimCLR/BYOL/DINO family as TF ops.
+
+Every op works eagerly and inside `tf.data.Dataset.map`, and all randomness
+comes from a stateless seed (int32/int64 tensor of shape [2]), so a seeded
+pipeline reproduces exactly. Between ops an image is float32 [H, W, 3] in
+[0, 1]. Probabilities and strengths are Python floats: an op that can never
+fire (probability 0, strength 0) is left out of the graph, one that always
+fires skips the coin flip, and the others draw a coin and skip the work on
+tails with `tf.cond`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import tensorflow as tf
+
+CROP_ATTEMPTS = 10  # Inception-style crop tries before the center-crop fallback
+EVAL_CROP_FRACTION = 0.875  # ImageNet eval: resize to size / 0.875, center-crop size
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewSpec:
+    """How one crop is made: a random resized crop of `size` pixels, then flip,
+    colour jitter, grayscale, blur and solarize, each with its probability.
+    `group`/`index` say where it came from in `config.views`."""
+
+    group: str
+    index: int
+    size: int
+    crop_scale: tuple[float, float]
+    crop_ratio: tuple[float, float]
+    flip_prob: float
+    jitter_prob: float
+    brightness: float
+    contrast: float
+    saturation: float
+    hue: float
+    grayscale_prob: float
+    blur_prob: float
+    blur_sigma: tuple[float, float]
+    solarize_prob: float
+
+
+def resize(image: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int) -> tf.Tensor:
+    """Bilinear resize with antialiasing (like PIL) to float32 in [0, 1]; uint8
+    input is scaled from [0, 255]."""
+    out = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
+    if image.dtype == tf.uint8:
+        out = out / 255.0
+    return tf.clip_by_value(out, 0.0, 1.0)
+
+
+def _maybe(
+    fn: Callable[[tf.Tensor], tf.Tensor], image: tf.Tensor, seed: tf.Tensor, prob: float
+) -> tf.Tensor:
+    """`fn(image)` with probability `prob`, else `image`."""
+    if prob <= 0:
+        return image
+    if prob >= 1:
+        return fn(image)
+    coin = tf.random.stateless_uniform([], seed)
+    return tf.cond(coin < prob, lambda: fn(image), lambda: image)
+
+
+def _uniform(seed: tf.Tensor, low: float, high: float, shape: Sequence[int] = ()) -> tf.Tensor:
+    return tf.random.stateless_uniform(shape, seed, minval=low, maxval=high)
+
+
+def _crop_box(
+    height: tf.Tensor,
+    width: tf.Tensor,
+    seed: tf.Tensor,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`(top, left, h, w)` of an Inception-style crop (torchvision's algorithm, all
+    tries drawn at once): area fraction uniform in `scale`, aspect ratio
+    log-uniform in `ratio`; the first try that fits wins, else a center crop of
+    the whole image clamped to the ratio range."""
+    area_seed, ratio_seed, offset_seed = tf.unstack(tf.random.split(seed, 3))
+    h_img, w_img = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    area = h_img * w_img * _uniform(area_seed, scale[0], scale[1], [CROP_ATTEMPTS])
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    aspect = tf.exp(_uniform(ratio_seed, log_low, log_high, [CROP_ATTEMPTS]))
+    w = tf.round(tf.sqrt(area * aspect))
+    h = tf.round(tf.sqrt(area / aspect))
+    fits = (w > 0) & (h > 0) & (w <= w_img) & (h <= h_img)
+    first = tf.argmax(tf.cast(fits, tf.int32))
+    image_ratio = w_img / h_img
+    fallback_w = tf.where(image_ratio > ratio[1], tf.round(h_img * ratio[1]), w_img)
+    fallback_h = tf.where(image_ratio < ratio[0], tf.round(w_img / ratio[0]), h_img)
+    found = tf.reduce_any(fits)
+    h = tf.cast(tf.where(found, h[first], fallback_h), tf.int32)
+    w = tf.cast(tf.where(found, w[first], fallback_w), tf.int32)
+    slack = tf.stack([height - h, width - w])
+    u = _uniform(offset_seed, 0.0, 1.0, [2])
+    random_offset = tf.minimum(tf.cast(u * tf.cast(slack + 1, tf.float32), tf.int32), slack)
+    offset = tf.where(found, random_offset, slack // 2)  # the fallback is centered
+    return offset[0], offset[1], h, w
+
+
+def random_resized_crop(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    size: int,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tf.Tensor:
+    """A random crop resized to [size, size, 3] float32 in [0, 1]. Takes uint8 or
+    [0, 1] float images of any size; cropping before the float conversion keeps
+    big decoded images cheap."""
+    shape = tf.shape(image)
+    top, left, h, w = _crop_box(shape[0], shape[1], seed, scale, ratio)
+    return resize(image[top:top + h, left:left + w, :], size, size)
+
+
+def random_flip(image: tf.Tensor, seed: tf.Tensor, prob: float = 0.5) -> tf.Tensor:
+    """Horizontal flip with probability `prob`."""
+    return _maybe(tf.image.flip_left_right, image, seed, prob)
+
+
+def _gray(image: tf.Tensor) -> tf.Tensor:
+    """Luma [H, W, 1] (ITU-R 601 weights, as PIL and torchvision)."""
+    return tf.image.rgb_to_grayscale(image)
+
+
+def _blend(image: tf.Tensor, other: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """`other + factor * (image - other)`, clipped: factor 1 is the identity."""
+    return tf.clip_by_value(other + factor * (image - other), 0.0, 1.0)
+
+
+def _adjust_brightness(image: tf.Tensor, amount: tf.Tensor) -> tf.Tensor:
+    return _blend(image, tf.zeros_like(image), amount)
+
+
+def _adjust_contrast(image: tf.Tensor, amount: tf.Tensor) -> tf.Tensor:
+    return _blend(image, tf.reduce_mean(_gray(image)), amount)
+
+
+def _adjust_saturation(image: tf.Tensor, amount: tf.Tensor) -> tf.Tensor:
+    return _blend(image, _gray(image), amount)
+
+
+def _adjust_hue(image: tf.Tensor, amount: tf.Tensor) -> tf.Tensor:
+    return tf.clip_by_value(tf.image.adjust_hue(image, amount), 0.0, 1.0)
+
+
+def color_jitter(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    brightness: float = 0.4,
+    contrast: float = 0.4,
+    saturation: float = 0.4,
+    hue: float = 0.1,
+    prob: float = 1.0,
+) -> tf.Tensor:
+    """With probability `prob`, brightness/contrast/saturation scaled by factors
+    uniform in [1 - s, 1 + s] and hue shifted by up to `hue` (torchvision's
+    ColorJitter), applied in a random order per image."""
+    gate_seed, factor_seed, order_seed = tf.unstack(tf.random.split(seed, 3))
+
+    def jitter(x: tf.Tensor) -> tf.Tensor:
+        u = tf.random.stateless_uniform([4], factor_seed, minval=-1.0, maxval=1.0)
+        ops = [
+            functools.partial(adjust, amount=value)
+            for adjust, strength, value in [
+                (_adjust_brightness, brightness, tf.maximum(0.0, 1.0 + brightness * u[0])),
+                (_adjust_contrast, contrast, tf.maximum(0.0, 1.0 + contrast * u[1])),
+                (_adjust_saturation, saturation, tf.maximum(0.0, 1.0 + saturation * u[2])),
+                (_adjust_hue, hue, hue * u[3]),
+            ]
+            if strength > 0
+        ]
+        order = tf.argsort(tf.random.stateless_uniform([len(ops)], order_seed))
+
+        def step(position: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+            return position + 1, tf.switch_case(
+                order[position], [functools.partial(op, y) for op in ops]
+            )
+
+        # A loop, not an unrolled sequence: each op is traced once, not once per position.
+        return tf.while_loop(lambda position, _: position < len(ops), step, (0, x))[1]
+
+    if not any(s > 0 for s in (brightness, contrast, saturation, hue)):
+        return image
+    return _maybe(jitter, image, gate_seed, prob)
+
+
+def random_grayscale(image: tf.Tensor, seed: tf.Tensor, prob: float = 0.2) -> tf.Tensor:
+    """Luma copied to all three channels with probability `prob`."""
+    return _maybe(lambda x: tf.image.grayscale_to_rgb(_gray(x)), image, seed, prob)
+
+
+def _blur_matrix(n: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """[n, n] matrix that convolves a length-n signal with `kernel` (odd length),
+    mirroring it at the borders: the taps that fall outside fold back inside."""
+    radius = tf.shape(kernel)[0] // 2
+    rows = tf.broadcast_to(tf.range(n)[:, None], [n, 2 * radius + 1])
+    cols = rows + tf.range(-radius, radius + 1)[None, :]
+    cols = tf.where(cols < 0, -cols - 1, cols)
+    cols = tf.where(cols >= n, 2 * n - 1 - cols, cols)
+    weights = tf.broadcast_to(kernel[None, :], tf.shape(cols))
+    return tf.scatter_nd(tf.stack([rows, cols], axis=-1), weights, [n, n])  # sums folded taps
+
+
+def _blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
+    """Separable Gaussian blur; kernel side 2 * max(1, side // 20) + 1, i.e. about
+    10% of the image side and odd (SimCLR), with mirrored borders. Done as two
+    banded matmuls, several times faster on CPU than a depthwise convolution."""
+    shape = tf.shape(image)
+    radius = tf.maximum(1, tf.reduce_min(shape[:2]) // 20)
+    taps = tf.cast(tf.range(-radius, radius + 1), tf.float32)
+    kernel = tf.exp(-0.5 * tf.square(taps / sigma))
+    kernel = kernel / tf.reduce_sum(kernel)
+    x = tf.einsum("ij,jwc->iwc", _blur_matrix(shape[0], kernel), image)
+    x = tf.einsum("vw,iwc->ivc", _blur_matrix(shape[1], kernel), x)
+    return tf.ensure_shape(x, image.shape)
+
+
+def gaussian_blur(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    sigma_range: tuple[float, float] = (0.1, 2.0),
+    prob: float = 0.5,
+) -> tf.Tensor:
+    """Gaussian blur with sigma uniform in `sigma_range` (pixels), with probability `prob`."""
+    gate_seed, sigma_seed = tf.unstack(tf.random.split(seed, 2))
+    sigma = _uniform(sigma_seed, sigma_range[0], sigma_range[1])
+    return _maybe(lambda x: _blur(x, sigma), image, gate_seed, prob)
+
+
+def solarize(
+    image: tf.Tensor, seed: tf.Tensor, prob: float = 0.2, threshold: float = 0.5
+) -> tf.Tensor:
+    """Pixels at or above `threshold` inverted, with probability `prob` (BYOL)."""
+    return _maybe(lambda x: tf.where(x < threshold, x, 1.0 - x), image, seed, prob)
+
+
+def normalize(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> tf.Tensor:
+    """Per-channel `(image - mean) / std`."""
+    return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
+
+
+def augment_view(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    spec: ViewSpec,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tf.Tensor:
+    """One crop of a uint8 (or [0, 1] float) image as `spec` describes: crop, flip,
+    jitter, grayscale, blur, solarize, normalize. float32 [size, size, 3]."""
+    seeds = tf.unstack(tf.random.split(seed, 6))
+    x = random_resized_crop(image, seeds[0], spec.size, spec.crop_scale, spec.crop_ratio)
+    x = random_flip(x, seeds[1], spec.flip_prob)
+    x = color_jitter(
+        x, seeds[2], spec.brightness, spec.contrast, spec.saturation, spec.hue, spec.jitter_prob
+    )
+    x = random_grayscale(x, seeds[3], spec.grayscale_prob)
+    x = gaussian_blur(x, seeds[4], spec.blur_sigma, spec.blur_prob)
+    x = solarize(x, seeds[5], spec.solarize_prob)
+    return normalize(tf.clip_by_value(x, 0.0, 1.0), mean, std)
+
+
+def center_crop(
+    image: tf.Tensor, size: int, crop_fraction: float = EVAL_CROP_FRACTION
+) -> tf.Tensor:
+    """Shorter side resized to round(size / crop_fraction), then the central
+    [size, size] kept (the ImageNet eval convention). float32 in [0, 1]."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = round(size / crop_fraction) / tf.reduce_min(shape)
+    height, width = tf.unstack(tf.cast(tf.round(shape * scale), tf.int32))
+    resized = resize(image, height, width)
+    top, left = (height - size) // 2, (width - size) // 2
+    return tf.ensure_shape(resized[top:top + size, left:left + size, :], [size, size, 3])

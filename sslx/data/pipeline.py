@@ -1,0 +1,169 @@
+"""Per-host tf.data pipelines that feed numpy batches to the trainer and evaluators.
+
+Each host reads its own shard and yields its share of the global batch as numpy;
+the trainer assembles the global jax.Array. All work runs in a bounded private
+tf.data threadpool so XLA keeps its cores, and all randomness is seeded from
+`config.seed`, the host and the step: the same config and `start_step` give
+the same batches, and a run resumed at a later step draws fresh ones.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+
+from sslx.data.augment import center_crop, normalize, resize
+from sslx.data.sources import Source, load_split, num_examples, resolve_process
+from sslx.data.views import make_views, view_specs
+from sslx.errors import ConfigError, DataError
+
+Batch = dict[str, Any]
+
+
+def train_iterator(
+    config: ml_collections.ConfigDict,
+    *,
+    start_step: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    source: Source | None = None,
+) -> Iterator[Batch]:
+    """Endless `{'views': (float32 [local_batch, size, size, 3], ...), 'label':
+    int32 [local_batch]}` for this host, views in `config.views` order.
+
+    `source` replaces `config.data`'s train split (e.g. `from_arrays(...)`); its
+    own process index/count are then used. The shuffle order depends on
+    `start_step`, so a resumed run does not replay the epoch it started with."""
+    specs = view_specs(config.views)
+    if start_step < 0:
+        raise ConfigError(f"start_step={start_step} must be >= 0")
+    index, count = _host(source, process_index, process_count)
+    local_batch = _local_batch(config.train.batch_size, count, "config.train.batch_size")
+    if source is None:
+        source = load_split(
+            config.data, config.data.train_split, process_index=index, process_count=count
+        )
+    if source.num_local == 0:
+        raise DataError(
+            f"host {source.process_index} of {source.process_count} got no training examples: "
+            f"the split holds only {source.num_examples}"
+        )
+    dataset = source.dataset
+    if config.data.cache and not source.in_memory:
+        dataset = dataset.cache()
+    if config.data.shuffle_buffer > 1:
+        seed = _shuffle_seed(config.seed, source.process_index, start_step)
+        dataset = dataset.shuffle(config.data.shuffle_buffer, seed=seed)
+    base_seed = tf.constant([config.seed, source.process_index], tf.int64)
+    mean, std = tuple(config.data.mean), tuple(config.data.std)
+
+    @tf.autograph.experimental.do_not_convert  # plain TF ops: skip slow autograph tracing
+    def to_views(counter: tf.Tensor, example: dict[str, tf.Tensor]) -> Batch:
+        seed = tf.random.fold_in(base_seed, counter)
+        return {**make_views(example["image"], seed, specs, mean, std), "label": example["label"]}
+
+    dataset = (
+        dataset.repeat()
+        .enumerate(start=start_step * local_batch)  # counts elements over the whole run
+        .map(to_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(local_batch, drop_remainder=True)
+    )
+    return _numpy_iterator(dataset, config)
+
+
+def eval_iterator(
+    config: ml_collections.ConfigDict,
+    split: str,
+    *,
+    batch_size: int,
+    size: int,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    source: Source | None = None,
+) -> Iterator[Batch]:
+    """One pass over this host's shard of `split` in a fixed order:
+    `{'image': float32 [local_b, size, size, 3] normalised, 'label': int32,
+    'valid': bool}` with local_b = batch_size // process count.
+
+    Every host yields the same number of batches (its last ones padded with
+    valid=False), so evaluators running collectives over hosts stay in step.
+    When `config.data.image_size` exceeds `size`, images are resized to
+    size / 0.875 and center-cropped (ImageNet convention); otherwise they are
+    resized to `size`."""
+    index, count = _host(source, process_index, process_count)
+    local_batch = _local_batch(batch_size, count, "eval batch_size")
+    if source is None:
+        source = load_split(config.data, split, process_index=index, process_count=count)
+    largest_shard = -(-source.num_examples // source.process_count)
+    total = -(-largest_shard // local_batch) * local_batch
+    crop = config.data.image_size > size
+    mean, std = tuple(config.data.mean), tuple(config.data.std)
+
+    @tf.autograph.experimental.do_not_convert
+    def preprocess(example: dict[str, tf.Tensor]) -> Batch:
+        image = example["image"]
+        image = center_crop(image, size) if crop else resize(image, size, size)
+        return {"image": normalize(image, mean, std), "label": example["label"], "valid": True}
+
+    padding = tf.data.Dataset.from_tensors(
+        {"image": tf.zeros([size, size, 3]), "label": -1, "valid": False}
+    ).repeat()
+    dataset = (
+        source.dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .concatenate(padding)
+        .take(total)
+        .batch(local_batch)
+    )
+    return _numpy_iterator(dataset, config)
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
+    """Full global batches in one pass over the train split."""
+    n = num_examples(config.data, config.data.train_split)
+    steps = n // config.train.batch_size
+    if steps == 0:
+        raise ConfigError(
+            f"config.train.batch_size={config.train.batch_size} is larger than the {n} "
+            f"examples of split {config.data.train_split!r}: lower the batch size"
+        )
+    return steps
+
+
+def _host(
+    source: Source | None, process_index: int | None, process_count: int | None
+) -> tuple[int, int]:
+    """This host's `(index, count)`: the source's own when one is given."""
+    if source is not None:
+        return source.process_index, source.process_count
+    return resolve_process(process_index, process_count)
+
+
+def _local_batch(batch_size: int, process_count: int, name: str) -> int:
+    if batch_size < 1 or batch_size % process_count:
+        raise ConfigError(
+            f"{name}={batch_size} must be a positive multiple of the "
+            f"{process_count} processes (each host feeds an equal share)"
+        )
+    return batch_size // process_count
+
+
+def _shuffle_seed(seed: int, process_index: int, start_step: int) -> int:
+    """One tf.data shuffle seed per (run seed, host, start step)."""
+    state = np.random.SeedSequence([seed % 2**32, process_index, start_step])
+    return int(state.generate_state(1)[0])
+
+
+def _numpy_iterator(dataset: tf.data.Dataset, config: ml_collections.ConfigDict) -> Iterator[Batch]:
+    """Prefetched numpy batches from a deterministic pipeline on a bounded threadpool."""
+    options = tf.data.Options()
+    options.deterministic = True
+    options.threading.private_threadpool_size = config.data.threads or max(
+        1, (os.cpu_count() or 2) // 2
+    )
+    options.threading.max_intra_op_parallelism = 1
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options).as_numpy_iterator()

@@ -1,0 +1,1 @@
+"""Evaluators: embeddings of a split, weighted k-NN, export to numpy."""

@@ -1,0 +1,181 @@
+"""Vision Transformer backbone (class token, pre-norm blocks), as in DINO/MoCo v3/MAE.
+
+Multi-crop methods feed one network crops of several resolutions, so the
+position embeddings are stored for the native grid (`image_size`) and resized
+to the grid of each input; at the native grid they are used as stored.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+POS_EMBEDDINGS = ("learned", "sincos")
+
+trunc_normal = nn.initializers.truncated_normal(0.02)
+# MAE/MoCo v3 initialise the patch projection as the linear layer it is: Xavier
+# over (pixels in a patch) -> dim, not over the conv's receptive field.
+patch_init = nn.initializers.variance_scaling(
+    1.0, "fan_avg", "uniform", in_axis=(0, 1, 2), out_axis=-1
+)
+
+
+class Variant(NamedTuple):
+    hidden_dim: int
+    depth: int
+    num_heads: int
+
+
+VARIANTS = {
+    "T": Variant(192, 12, 3),
+    "S": Variant(384, 12, 6),
+    "B": Variant(768, 12, 12),
+}
+
+
+def sincos_2d(grid_h: int, grid_w: int, dim: int) -> np.ndarray:
+    """Fixed 2-D sin-cos position embedding [grid_h*grid_w, dim] (MoCo v3):
+    a quarter of the channels each for sin/cos of the column and the row index."""
+    if dim % 4:
+        raise ValueError(f"sin-cos position embedding needs dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000.0 ** (np.arange(dim // 4) / (dim // 4))
+    rows, cols = np.meshgrid(np.arange(grid_h), np.arange(grid_w), indexing="ij")
+    out_w = cols.reshape(-1, 1) * omega
+    out_h = rows.reshape(-1, 1) * omega
+    return np.concatenate(
+        [np.sin(out_w), np.cos(out_w), np.sin(out_h), np.cos(out_h)], axis=1
+    ).astype(np.float32)
+
+
+def resize_pos_embedding(
+    pos: jnp.ndarray, from_grid: tuple[int, int], to_grid: tuple[int, int]
+) -> jnp.ndarray:
+    """Patch position embeddings [h*w, D] on `from_grid` resized bicubically to
+    `to_grid` as DINO does for its small crops (no anti-aliasing, like the
+    reference; jax's cubic kernel has a=-0.5 where torch's has -0.75), and
+    returned untouched when the grids are equal."""
+    if tuple(from_grid) == tuple(to_grid):
+        return pos
+    dim = pos.shape[-1]
+    return jax.image.resize(
+        pos.reshape(*from_grid, dim), (*to_grid, dim), method="bicubic", antialias=False
+    ).reshape(-1, dim)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; `drop_path` drops each sample's residual
+    branches (stochastic depth), which is `nn.Dropout` broadcast over tokens."""
+
+    num_heads: int
+    mlp_ratio: int = 4
+    drop_path: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+        dim = x.shape[-1]
+        dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=trunc_normal)
+        norm = functools.partial(nn.LayerNorm, epsilon=1e-6, dtype=self.dtype)
+        drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
+        y = norm(name="norm1")(x)
+        y = nn.MultiHeadDotProductAttention(
+            self.num_heads, dtype=self.dtype, kernel_init=trunc_normal, name="attn"
+        )(y, deterministic=True)
+        x = x + drop(y)
+        y = norm(name="norm2")(x)
+        y = dense(self.mlp_ratio * dim, name="fc1")(y)
+        y = nn.gelu(y, approximate=False)
+        y = dense(dim, name="fc2")(y)
+        return x + drop(y)
+
+
+class ViT(nn.Module):
+    """ViT for `image_size` inputs that also accepts other multiples of `patch_size`.
+
+    Params: `patch_embed` (conv, so an optimizer rule can freeze it by name as
+    MoCo v3 does), `cls_token`, `pos_embedding` (learned only; `sincos` is a
+    constant), `block{i}`, `norm`, and `mask_token` when `use_mask_token`
+    (iBOT; off by default so other methods carry no unused, decayed parameter).
+    """
+
+    image_size: int
+    patch_size: int = 16
+    hidden_dim: int = 384
+    depth: int = 12
+    num_heads: int = 6
+    mlp_ratio: int = 4
+    pos_embedding: str = "learned"
+    drop_path: float = 0.0
+    use_mask_token: bool = False
+    dtype: Any = jnp.float32
+
+    @property
+    def feature_dim(self) -> int:
+        return self.hidden_dim
+
+    @property
+    def native_grid(self) -> tuple[int, int]:
+        side = self.image_size // self.patch_size
+        return side, side
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jnp.ndarray,
+        *,
+        train: bool,
+        mask: jnp.ndarray | None = None,
+        return_tokens: bool = False,
+    ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+        """Class-token features [B, D] after the final norm, and with
+        `return_tokens` also the patch tokens [B, N, D]. `mask` [B, N] (True =
+        masked) replaces those patch embeddings by `mask_token`."""
+        batch, height, width, _ = x.shape
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f"input {height}x{width} is not a multiple of patch size {p}")
+        x = nn.Conv(self.hidden_dim, (p, p), (p, p), padding="VALID", dtype=self.dtype,
+                    kernel_init=patch_init, name="patch_embed")(x.astype(self.dtype))
+        grid = x.shape[1:3]
+        x = x.reshape(batch, -1, self.hidden_dim)
+
+        if self.use_mask_token:
+            token = self.param("mask_token", nn.initializers.zeros, (1, 1, self.hidden_dim))
+        if mask is not None:
+            if not self.use_mask_token:
+                raise ValueError("a mask needs the ViT built with use_mask_token=True")
+            if mask.shape != x.shape[:2]:
+                raise ValueError(f"mask shape {mask.shape} is not (batch, patches) "
+                                 f"= {x.shape[:2]}")
+            x = jnp.where(mask[..., None], token.astype(self.dtype), x)
+
+        cls_pos, patch_pos = self._position_embedding()
+        patch_pos = resize_pos_embedding(patch_pos, self.native_grid, grid)
+        cls = self.param("cls_token", trunc_normal, (1, 1, self.hidden_dim)).astype(self.dtype)
+        x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.hidden_dim)), x], axis=1)
+        x = x + jnp.concatenate([cls_pos, patch_pos], axis=0).astype(self.dtype)
+
+        rates = np.linspace(0.0, self.drop_path, self.depth)
+        for i, rate in enumerate(rates):
+            x = Block(self.num_heads, self.mlp_ratio, float(rate), self.dtype,
+                      name=f"block{i}")(x, train=train)
+        x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
+        return (x[:, 0], x[:, 1:]) if return_tokens else x[:, 0]
+
+    def _position_embedding(self) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(class-token position [1, D], patch positions [N, D]) at the native grid."""
+        if self.pos_embedding == "learned":
+            num = self.native_grid[0] * self.native_grid[1]
+            pos = self.param("pos_embedding", trunc_normal, (1 + num, self.hidden_dim))
+            return pos[:1], pos[1:]
+        if self.pos_embedding == "sincos":
+            # MoCo v3: fixed, with a zero position for the class token.
+            return (jnp.zeros((1, self.hidden_dim), jnp.float32),
+                    jnp.asarray(sincos_2d(*self.native_grid, self.hidden_dim)))
+        raise ValueError(f"pos_embedding must be one of {POS_EMBEDDINGS}, "
+                         f"got {self.pos_embedding!r}")

@@ -1,0 +1,291 @@
+"""Optimisation recipes: LARS, AdamW and SGD as optax chains built from `config.optim`.
+
+`build_optimizer` turns the config into one `optax.GradientTransformation` and
+the learning-rate schedule (for logging). The chain, outermost first:
+
+    freeze (config.optim.frozen)            zero grads/params/updates of frozen leaves
+      clip_by_global_norm (grad_clip > 0)
+      recipe:
+        lars   add_decayed_weights -> masked(scale_by_trust_ratio) -> lr -> trace
+        adamw  scale_by_adam -> add_decayed_weights (decoupled) -> lr
+        sgd    add_decayed_weights (L2, PyTorch semantics) -> trace -> lr
+
+where `lr` is `scale_by_learning_rate(schedule)`, or, with `constant_lr`, an
+`optax.partition` of it and `scale_by_learning_rate(peak)` by param path.
+
+Param paths are the keys of the param tree joined by '/', e.g.
+`backbone/patch_embed/kernel` or `projector/Dense_0/bias` (see `param_paths`).
+The regexes of `frozen` and `constant_lr` are matched with `re.search`: a
+pattern matches anywhere in the path (`last_layer`, `.*last_layer.*` and
+`^head/last_layer/` all work; anchor with ^ and $ to be exact). Dot-free
+patterns can be plain ConfigDict keys; patterns with dots need
+`ml_collections.ConfigDict({...}, allow_dotted_keys=True)`. A pattern that
+matches no parameter is a `ConfigError` when the optimizer state is initialised.
+
+The optimizer state holds only arrays (int32 step counters and param-shaped
+moments), so it checkpoints with orbax and shards like the params.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sslx.errors import ConfigError, close_matches
+from sslx.schedules import cosine_ramp, warmup_cosine
+
+PyTree = Any
+
+OPTIMIZERS = ("lars", "adamw", "sgd")
+LR_SCALINGS = ("linear", "sqrt", "none")
+REFERENCE_BATCH_SIZE = 256
+# LARS trust coefficient eta of SimCLR, BYOL and Barlow Twins (and optax.lars).
+LARS_TRUST_COEFFICIENT = 1e-3
+ADAM_EPS = 1e-8
+_INT32_MAX = 2**31 - 1
+
+
+def param_paths(params: PyTree) -> PyTree:
+    """The tree of `params` with each leaf replaced by its path, keys joined by
+    '/' (`backbone/patch_embed/kernel`): what `frozen`/`constant_lr` regexes see."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: jax.tree_util.keystr(path, simple=True, separator="/"), params)
+
+
+def scaled_learning_rate(base_lr: float, lr_scaling: str, global_batch_size: int) -> float:
+    """The peak learning rate for a global batch of B images:
+
+    - linear: base_lr * B / 256 (Goyal et al.; SimCLR/BYOL LARS, DINO, MoCo v3);
+    - sqrt:   base_lr * sqrt(B / 256) (SimCLR's small-batch "0.075 * sqrt(B)" is
+              base_lr = 1.2 here, since sqrt(B) = 16 * sqrt(B / 256));
+    - none:   base_lr.
+    """
+    ratio = global_batch_size / REFERENCE_BATCH_SIZE
+    if lr_scaling == "linear":
+        return base_lr * ratio
+    if lr_scaling == "sqrt":
+        return base_lr * math.sqrt(ratio)
+    if lr_scaling == "none":
+        return base_lr
+    raise ConfigError(f"config.optim.lr_scaling={lr_scaling!r} is not one of "
+                      f"{', '.join(LR_SCALINGS)}{close_matches(str(lr_scaling), LR_SCALINGS)}")
+
+
+def build_optimizer(
+    optim_config: Any, *, global_batch_size: int, total_steps: int, steps_per_epoch: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """`(optimizer, lr_schedule)` for `config.optim` (see config_defaults.py).
+
+    `total_steps` is the number of optimizer steps of the run (the cosine reaches
+    `min_lr` there); epochs in the config become steps via `steps_per_epoch`.
+    Raises `ConfigError` naming the field for any unusable value, before anything
+    is traced or compiled."""
+    c = optim_config
+    _check_run_lengths(global_batch_size, total_steps, steps_per_epoch)
+    name = _check_choice("name", c.name, OPTIMIZERS)
+    _check_positive("base_lr", c.base_lr)
+    peak_lr = scaled_learning_rate(c.base_lr, c.lr_scaling, global_batch_size)
+    if not 0.0 <= c.min_lr <= peak_lr:
+        raise ConfigError(f"config.optim.min_lr={c.min_lr} must be >= 0 and <= the peak "
+                          f"learning rate {peak_lr:g} (base_lr={c.base_lr} with "
+                          f"lr_scaling={c.lr_scaling!r} at batch size {global_batch_size})")
+    _check_nonnegative("warmup_epochs", c.warmup_epochs)
+    warmup_steps = _epochs_to_steps(c.warmup_epochs, steps_per_epoch)
+    if warmup_steps > total_steps:
+        raise ConfigError(f"config.optim.warmup_epochs={c.warmup_epochs} ({warmup_steps} "
+                          f"steps) is longer than the run ({total_steps} steps)")
+    _check_nonnegative("weight_decay", c.weight_decay)
+    _check_nonnegative("grad_clip", c.grad_clip)
+    if name == "adamw":
+        _check_unit_interval("b1", c.b1)
+        _check_unit_interval("b2", c.b2)
+    else:
+        _check_unit_interval("momentum", c.momentum)
+    freeze_rules = _frozen_rules(c.frozen, steps_per_epoch)
+    constant_patterns = _compile_patterns("constant_lr", c.constant_lr)
+
+    lr_schedule = warmup_cosine(peak_lr, total_steps, warmup_steps, c.min_lr)
+    weight_decay = (cosine_ramp(c.weight_decay, c.weight_decay_end, total_steps)
+                    if c.weight_decay_end >= 0 else float(c.weight_decay))
+    decay_mask = _matrices_only if c.exclude_bias_and_norm else None
+    scale_by_lr = _scale_by_lr(lr_schedule, peak_lr, constant_patterns)
+    momentum = [optax.trace(decay=c.momentum)] if c.momentum > 0 else []  # no buffer if unused
+
+    if name == "lars":
+        trust_ratio = optax.scale_by_trust_ratio(trust_coefficient=LARS_TRUST_COEFFICIENT)
+        recipe = [
+            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            trust_ratio if decay_mask is None else optax.masked(trust_ratio, decay_mask),
+            scale_by_lr,
+            *momentum,
+        ]
+    elif name == "adamw":
+        recipe = [
+            optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=ADAM_EPS),
+            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            scale_by_lr,
+        ]
+    else:
+        recipe = [
+            optax.add_decayed_weights(weight_decay, mask=decay_mask),
+            *momentum,
+            scale_by_lr,
+        ]
+    clip = [optax.clip_by_global_norm(c.grad_clip)] if c.grad_clip > 0 else []
+    optimizer = optax.chain(*clip, *recipe)
+    if freeze_rules:
+        optimizer = freeze_for_steps(optimizer, freeze_rules)
+    return optimizer, lr_schedule
+
+
+class FreezeState(NamedTuple):
+    """Steps taken so far, and the state of the wrapped optimizer."""
+
+    count: jax.Array  # int32 scalar
+    inner_state: optax.OptState
+
+
+def freeze_for_steps(
+    inner: optax.GradientTransformation, rules: Sequence[tuple[re.Pattern, int]]
+) -> optax.GradientTransformationExtraArgs:
+    """Wraps `inner` so that params whose path matches a rule `(regex, n)` get zero
+    updates during the first `n` steps (the largest `n` when several match).
+
+    While frozen, `inner` sees a zero gradient and a zero param for the leaf, so
+    no weight decay flows into momentum and its moments stay zero, as if the
+    param had no gradient in PyTorch (DINO's last layer, SwAV's prototypes); the
+    frozen gradient does not count in the clipping norm either. Only Adam's shared
+    step count still advances. `n = 2**31 - 1` is frozen for any run length."""
+
+    def frozen_steps(tree: PyTree) -> PyTree:
+        paths = param_paths(tree)
+        _check_patterns_match("frozen", [p for p, _ in rules], paths)
+        return jax.tree.map(
+            lambda path: max((n for p, n in rules if p.search(path)), default=0), paths)
+
+    def init(params: PyTree) -> FreezeState:
+        frozen_steps(params)  # a pattern matching nothing fails here, before compiling
+        return FreezeState(count=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
+
+    def update(updates, state, params=None, **extra_args):
+        steps = frozen_steps(updates)
+
+        def hide(tree: PyTree) -> PyTree:
+            return jax.tree.map(
+                lambda x, n: jnp.where(state.count < n, jnp.zeros_like(x), x) if n else x,
+                tree, steps)
+
+        updates, inner_state = inner.update(
+            hide(updates), state.inner_state, None if params is None else hide(params),
+            **extra_args)
+        return hide(updates), FreezeState(optax.safe_increment(state.count), inner_state)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _scale_by_lr(
+    schedule: optax.Schedule, peak_lr: float, constant_patterns: Sequence[re.Pattern]
+) -> optax.GradientTransformation:
+    """The scheduled lr, except the params matching `constant_patterns` stay at the
+    peak lr (SimSiam's predictor "fix_lr")."""
+    scheduled = optax.scale_by_learning_rate(schedule)
+    if not constant_patterns:
+        return scheduled
+
+    def labels(tree: PyTree) -> PyTree:
+        paths = param_paths(tree)
+        _check_patterns_match("constant_lr", constant_patterns, paths)
+        return jax.tree.map(
+            lambda path: "constant" if any(p.search(path) for p in constant_patterns)
+            else "scheduled", paths)
+
+    return optax.partition(
+        {"scheduled": scheduled, "constant": optax.scale_by_learning_rate(peak_lr)}, labels)
+
+
+def _matrices_only(tree: PyTree) -> PyTree:
+    """True for params with 2+ dims: biases, norm scales and scalars (ndim <= 1)
+    get no weight decay and no LARS adaptation (SimCLR, BYOL, Barlow, DINO)."""
+    return jax.tree.map(lambda x: x.ndim > 1, tree)
+
+
+def _epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
+    """Rounded to the nearest step; capped at the int32 step counter's range, so
+    `frozen` with a huge number of epochs means "for the whole run"."""
+    return round(min(float(epochs) * steps_per_epoch, _INT32_MAX))
+
+
+def _frozen_rules(frozen: Any, steps_per_epoch: int) -> list[tuple[re.Pattern, int]]:
+    rules = []
+    for pattern, epochs in (frozen.items() if frozen is not None else ()):
+        (compiled,) = _compile_patterns("frozen", (pattern,))
+        try:
+            epochs_ok = float(epochs) >= 0  # False for nan
+        except (TypeError, ValueError):
+            epochs_ok = False
+        if not epochs_ok:
+            raise ConfigError(f"config.optim.frozen[{pattern!r}]={epochs!r} must be a number "
+                              "of epochs >= 0")
+        steps = _epochs_to_steps(epochs, steps_per_epoch)
+        if steps > 0:
+            rules.append((compiled, steps))
+    return rules
+
+
+def _compile_patterns(field: str, patterns: Any) -> list[re.Pattern]:
+    if isinstance(patterns, str):
+        patterns = (patterns,)
+    compiled = []
+    for pattern in patterns:
+        try:
+            compiled.append(re.compile(pattern))
+        except (re.error, TypeError) as e:
+            raise ConfigError(f"config.optim.{field}: {pattern!r} is not a valid regex "
+                              f"({e})") from None
+    return compiled
+
+
+def _check_patterns_match(field: str, patterns: Sequence[re.Pattern], paths: PyTree) -> None:
+    """A pattern that matches nothing is a typo, not a no-op: say so, with the paths."""
+    all_paths = jax.tree.leaves(paths)
+    for p in patterns:
+        if not any(p.search(path) for path in all_paths):
+            shown = ", ".join(all_paths[:8]) + (", ..." if len(all_paths) > 8 else "")
+            raise ConfigError(f"config.optim.{field}: regex {p.pattern!r} matches no "
+                              f"parameter; param paths look like: {shown}")
+
+
+def _check_run_lengths(global_batch_size: int, total_steps: int, steps_per_epoch: int) -> None:
+    for name, value in (("global_batch_size", global_batch_size),
+                        ("total_steps", total_steps), ("steps_per_epoch", steps_per_epoch)):
+        if not (isinstance(value, numbers.Integral) and value > 0):
+            raise ConfigError(f"build_optimizer: {name}={value!r} must be a positive int")
+
+
+def _check_choice(field: str, value: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ConfigError(f"config.optim.{field}={value!r} is not one of {', '.join(choices)}"
+                          f"{close_matches(str(value), choices)}")
+    return value
+
+
+def _check_positive(field: str, value: float) -> None:
+    if not value > 0:
+        raise ConfigError(f"config.optim.{field}={value} must be > 0")
+
+
+def _check_nonnegative(field: str, value: float) -> None:
+    if not value >= 0:
+        raise ConfigError(f"config.optim.{field}={value} must be >= 0")
+
+
+def _check_unit_interval(field: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise ConfigError(f"config.optim.{field}={value} must be in [0, 1)")

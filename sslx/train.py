@@ -1,0 +1,227 @@
+"""The one training loop, method-agnostic.
+
+Sections, in order: run setup (mesh, lengths, method, optimizer, checkpoints),
+input (started early), state shapes via `jax.eval_shape`, shardings, init born
+sharded or restored from the workdir, one donated jitted step, the loop (metrics,
+NaN guard, checkpoints), then evaluation (k-NN) and embedding export.
+Methods plug in through `sslx.methods.base.Method`; nothing here names one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from sslx import config_checks, methods, optim, sharding
+from sslx.checkpoint import Checkpointer, describe
+from sslx.data import pipeline, views
+from sslx.errors import CheckpointError
+from sslx.evaluators.embed import embed_split
+from sslx.evaluators.export import write_embeddings
+from sslx.evaluators.knn import knn_accuracy
+from sslx.methods.base import Method, TrainLength
+from sslx.metrics import MetricWriter, Throughput
+
+log = logging.getLogger("sslx")
+
+# Batch size of the example batch `Method.init` sees: only shapes matter there.
+_INIT_BATCH = 2
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a resumed run needs, as one pytree."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    method_state: Any
+    rng: jax.Array
+
+
+@dataclasses.dataclass
+class Run:
+    """The pieces of a run that training, evaluation and export share."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    mesh: jax.sharding.Mesh
+    length: TrainLength
+    method: Method
+    optimizer: optax.GradientTransformation
+    lr_schedule: Any
+    checkpointer: Checkpointer
+    abstract_state: TrainState  # ShapeDtypeStructs carrying their shardings
+
+    def init_state(self) -> TrainState:
+        """A fresh state, born sharded (no host-side copy of the parameters)."""
+        shardings = jax.tree.map(lambda s: s.sharding, self.abstract_state)
+        return jax.jit(self._init, out_shardings=shardings)()
+
+    def restore_state(self) -> TrainState:
+        return self.checkpointer.restore(self.abstract_state, describe(self.config))
+
+    def _init(self) -> TrainState:
+        rng = jax.random.PRNGKey(self.config.seed)
+        init_rng, train_rng = jax.random.split(rng)
+        params, method_state = self.method.init(init_rng, example_batch(self.config))
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          opt_state=self.optimizer.init(params), method_state=method_state,
+                          rng=train_rng)
+
+
+def example_batch(config: ml_collections.ConfigDict, batch_size: int = _INIT_BATCH) -> dict:
+    """Zeros shaped like a training batch, for shape inference and init."""
+    specs = views.view_specs(config.views)
+    return {
+        "views": tuple(jnp.zeros((batch_size, s.size, s.size, 3), jnp.float32) for s in specs),
+        "label": jnp.zeros((batch_size,), jnp.int32),
+    }
+
+
+def prepare(config: ml_collections.ConfigDict, workdir: str,
+            mesh: jax.sharding.Mesh | None = None) -> Run:
+    """Checks the config and builds everything but the arrays; compiles nothing.
+    `mesh` defaults to all devices of all hosts."""
+    mesh = mesh or sharding.make_mesh()
+    config_checks.check_run(config, num_devices=mesh.size, process_count=jax.process_count())
+    views.view_specs(config.views)  # validates view groups
+    steps_per_epoch = pipeline.steps_per_epoch(config)
+    total_steps = (config.train.steps if config.train.steps > 0
+                   else max(1, math.ceil(config.train.epochs * steps_per_epoch)))
+    length = TrainLength(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    method = methods.build(config, length)
+    method.check_config()
+    optimizer, lr_schedule = optim.build_optimizer(
+        config.optim, global_batch_size=config.train.batch_size, total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch)
+    checkpointer = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep)
+    run = Run(config=config, workdir=workdir, mesh=mesh, length=length, method=method,
+              optimizer=optimizer, lr_schedule=lr_schedule, checkpointer=checkpointer,
+              abstract_state=None)
+    shapes = jax.eval_shape(run._init)
+    shardings = sharding.state_shardings(shapes, mesh, config.train.param_sharding)
+    run.abstract_state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
+    return run
+
+
+def make_train_step(run: Run):
+    """The jitted, donated update: loss and gradients over the global batch,
+    optimizer update, then the method's post-update (EMA teachers)."""
+    method, optimizer = run.method, run.optimizer
+    state_shardings = jax.tree.map(lambda s: s.sharding, run.abstract_state)
+
+    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        grad_fn = jax.value_and_grad(method.loss, has_aux=True)
+        (loss, (method_state, metrics)), grads = grad_fn(
+            state.params, state.method_state, batch, rng, state.step)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        method_state = method.after_update(params, method_state, state.step)
+        metrics = {**metrics, "loss": loss, "lr": run.lr_schedule(state.step),
+                   "grad_norm": optax.global_norm(grads)}
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  method_state=method_state)
+        return new_state, metrics
+
+    return jax.jit(
+        train_step,
+        in_shardings=(state_shardings, sharding.data_sharding(run.mesh)),
+        out_shardings=(state_shardings, sharding.replicated(run.mesh)),
+        donate_argnums=(0,),
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains (resuming from `workdir` when it holds a checkpoint), then evaluates
+    and exports embeddings. Returns the final figures and the written paths."""
+    run = prepare(config, workdir)
+    start_step = run.checkpointer.latest_step() or 0
+    total_steps = run.length.total_steps
+    batches = pipeline.train_iterator(config, start_step=start_step)
+    if start_step:
+        log.info("resuming from step %d in %s", start_step, run.checkpointer.directory)
+        state = run.restore_state()
+    else:
+        state = run.init_state()
+    train_step = make_train_step(run)
+    description = describe(config)
+    writer = MetricWriter(workdir, total_steps)
+    throughput = Throughput(config.train.batch_size)
+    try:
+        for step in range(start_step + 1, total_steps + 1):
+            state, metrics = train_step(state, sharding.global_batch(next(batches), run.mesh))
+            if step == start_step + 1:
+                jax.block_until_ready(state)
+                throughput.start(step)
+            if step % config.train.log_every == 0 or step == total_steps:
+                values = jax.device_get(metrics)
+                _check_finite(values, step)
+                writer.write(step, {**values, **throughput.measure(step)})
+            run.checkpointer.save(step, state, description, force=step == total_steps)
+        run.checkpointer.wait()
+    finally:
+        writer.close()
+    results: dict[str, Any] = {"step": int(state.step)}
+    if config.eval.knn:
+        results.update(_evaluate_and_export(run, state))
+    run.checkpointer.close()
+    return results
+
+
+def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[str, Any]:
+    """Embeddings of `split` from the latest checkpoint in `workdir`, as .npy files."""
+    run = prepare(config, workdir)
+    if run.checkpointer.latest_step() is None:
+        raise CheckpointError(f"no checkpoint in {run.checkpointer.directory}; train first with "
+                              "the same --config and --workdir")
+    state = run.restore_state()
+    features, labels = embed_split(run.method, state.params, state.method_state, config, split,
+                                   run.mesh)
+    paths = _write(run, split, features, labels, int(state.step))
+    run.checkpointer.close()
+    return {"step": int(state.step), "embeddings": paths}
+
+
+def _evaluate_and_export(run: Run, state: TrainState) -> dict[str, Any]:
+    config = run.config
+    bank, bank_labels = embed_split(run.method, state.params, state.method_state, config,
+                                    config.data.train_split, run.mesh)
+    queries, query_labels = embed_split(run.method, state.params, state.method_state, config,
+                                        config.data.eval_split, run.mesh)
+    accuracy = knn_accuracy(bank, bank_labels, queries, query_labels, ks=tuple(config.eval.knn_k),
+                            temperature=config.eval.knn_temperature)
+    results = {f"knn_top1_k{k}": value for k, value in accuracy.items()}
+    MetricWriter(run.workdir, run.length.total_steps).write(int(state.step), results)
+    results["embeddings"] = _write(run, config.data.eval_split, queries, query_labels,
+                                   int(state.step))
+    return results
+
+
+def _write(run: Run, split: str, features: np.ndarray, labels: np.ndarray,
+           step: int) -> dict[str, str]:
+    if jax.process_index() != 0:
+        return {}
+    return write_embeddings(os.path.join(run.workdir, "embeddings"), split, features, labels,
+                            run.config, step)
+
+
+def _check_finite(metrics: dict, step: int) -> None:
+    bad = [name for name, value in metrics.items() if not np.all(np.isfinite(value))]
+    if bad:
+        raise FloatingPointError(
+            f"{', '.join(bad)} became non-finite at step {step}; the last good checkpoint "
+            "is kept in the workdir. Lower config.optim.base_lr, raise "
+            "config.optim.warmup_epochs, or set config.optim.grad_clip")

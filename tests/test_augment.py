@@ -1,0 +1,173 @@
+"""Augmentation ops: shape, dtype, range, seeding and probabilities, each run both
+eagerly and inside `tf.data.Dataset.map`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sslx.data import augment
+
+SIZE = 16
+
+
+def _image(height: int = 24, width: int = 32) -> tf.Tensor:
+    """A smooth colourful float image in [0, 1] (blur and jitter visibly change it)."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    rgb = np.stack([x, y, 0.5 + 0.4 * np.sin(6 * x * y)], axis=-1)
+    return tf.constant(rgb, tf.float32)
+
+
+def _seed(i: int) -> tf.Tensor:
+    return tf.constant([i, 7], tf.int64)
+
+
+def _eager(fn, image, seeds):
+    return [fn(image, seed).numpy() for seed in seeds]
+
+
+def _in_map(fn, image, seeds):
+    """All seeds through one dataset, so the map function is traced once."""
+    dataset = tf.data.Dataset.from_tensor_slices(tf.stack(seeds))
+    return list(dataset.map(lambda seed: fn(image, seed)).as_numpy_iterator())
+
+
+RUNNERS = {"eager": _eager, "map": _in_map}
+
+# name -> op(image, seed, prob); every op has some randomness besides its coin.
+OPS = {
+    "flip": lambda im, s, p: augment.random_flip(im, s, p),
+    "jitter": lambda im, s, p: augment.color_jitter(im, s, 0.4, 0.4, 0.4, 0.1, prob=p),
+    "grayscale": lambda im, s, p: augment.random_grayscale(im, s, p),
+    "blur": lambda im, s, p: augment.gaussian_blur(im, s, (1.0, 2.0), p),
+    "solarize": lambda im, s, p: augment.solarize(im, s, p),
+}
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("name", OPS)
+def test_op_shape_dtype_range_and_seeding(name, runner):
+    run, image = RUNNERS[runner], _image()
+    op = lambda im, s: OPS[name](im, s, 0.5)
+    outputs = run(op, image, [_seed(i) for i in (0, 1, 2, 3, 4, 5, 6, 7, 0)])
+    for out in outputs:
+        assert out.shape == (24, 32, 3) and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    np.testing.assert_array_equal(outputs[-1], outputs[0])
+    assert any(not np.array_equal(outputs[0], out) for out in outputs[1:-1])
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("name", OPS)
+def test_op_probability_zero_and_one(name, runner):
+    run, image = RUNNERS[runner], _image()
+    [never] = run(lambda im, s: OPS[name](im, s, 0.0), image, [_seed(1)])
+    [always] = run(lambda im, s: OPS[name](im, s, 1.0), image, [_seed(1)])
+    np.testing.assert_array_equal(never, image.numpy())
+    assert np.abs(always - image.numpy()).max() > 1e-3
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_random_resized_crop(runner):
+    run = RUNNERS[runner]
+    uint8 = tf.cast(_image() * 255, tf.uint8)
+    crop = lambda im, s: augment.random_resized_crop(im, s, SIZE)
+    outputs = run(crop, uint8, [_seed(0), _seed(1), _seed(0)])
+    for out in outputs:
+        assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    np.testing.assert_array_equal(outputs[2], outputs[0])
+    assert not np.array_equal(outputs[0], outputs[1])
+
+
+def test_random_resized_crop_whole_image_and_fallback():
+    square = _image(20, 20)
+    whole = augment.random_resized_crop(square, _seed(0), SIZE, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    np.testing.assert_allclose(whole, augment.resize(square, SIZE, SIZE), atol=1e-6)
+    # No 2:1 crop of full area fits a square: the center-crop fallback keeps rows 5..15.
+    fallback = augment.random_resized_crop(square, _seed(0), SIZE, scale=(1, 1), ratio=(2, 2))
+    expected = augment.resize(square[5:15], SIZE, SIZE)
+    np.testing.assert_allclose(fallback, expected, atol=1e-6)
+
+
+def test_crop_areas_and_ratios_follow_the_ranges():
+    boxes = [augment._crop_box(200, 300, _seed(i), (0.2, 0.6), (0.5, 2.0)) for i in range(50)]
+    top, left, h, w = np.array(boxes, dtype=np.float64).T
+    area = h * w / (200 * 300)
+    assert area.min() > 0.18 and area.max() < 0.62
+    assert (w / h).min() > 0.45 and (w / h).max() < 2.2
+    assert (top + h <= 200).all() and (left + w <= 300).all() and top.min() >= 0
+    assert len(set(zip(top, left, strict=True))) > 40
+
+
+def test_blur_keeps_constants_and_smooths():
+    constant = tf.fill([20, 20, 3], 0.3)
+    np.testing.assert_allclose(augment.gaussian_blur(constant, _seed(0), prob=1.0), 0.3, atol=1e-6)
+    noise = tf.random.stateless_uniform([20, 20, 3], _seed(0))
+    blurred = augment.gaussian_blur(noise, _seed(0), (2.0, 2.0), prob=1.0)
+    assert np.std(blurred) < 0.7 * np.std(noise)
+
+
+def test_jitter_with_saturation_only_is_a_noop_on_gray():
+    gray = tf.image.grayscale_to_rgb(tf.image.rgb_to_grayscale(_image()))
+    out = augment.color_jitter(gray, _seed(0), 0.0, 0.0, 0.8, 0.0)
+    np.testing.assert_allclose(out, gray, atol=1e-4)  # luma weights sum to 0.9999
+
+
+def test_solarize_inverts_above_threshold():
+    image = tf.constant([[[0.2, 0.5, 0.9]]])
+    out = augment.solarize(image, _seed(0), 1.0)
+    np.testing.assert_allclose(out, [[[0.2, 0.5, 0.1]]], rtol=1e-6)
+
+
+def test_normalize():
+    out = augment.normalize(tf.fill([2, 2, 3], 0.5), (0.5, 0.25, 0.0), (0.5, 0.25, 1.0))
+    np.testing.assert_allclose(out[0, 0], [0.0, 1.0, 0.5])
+
+
+def test_center_crop_keeps_the_middle():
+    image = tf.constant(np.arange(40 * 80 * 3).reshape(40, 80, 3) % 251, tf.uint8)
+    out = augment.center_crop(image, 35, crop_fraction=0.875)  # shorter side stays 40
+    assert out.shape == (35, 35, 3)
+    np.testing.assert_allclose(out, augment.resize(image[2:37, 22:57], 35, 35), atol=1e-6)
+
+
+SPEC = augment.ViewSpec(
+    group="global", index=0, size=SIZE, crop_scale=(0.2, 1.0), crop_ratio=(0.75, 1.33),
+    flip_prob=0.5, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+    grayscale_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0), solarize_prob=0.2,
+)
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_augment_view(runner):
+    run = RUNNERS[runner]
+    uint8 = tf.cast(_image() * 255, tf.uint8)
+    view = lambda im, s: augment.augment_view(im, s, SPEC, (0.5,) * 3, (0.25,) * 3)
+    out, again, other = run(view, uint8, [_seed(3), _seed(3), _seed(4)])
+    assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.float32
+    assert out.min() >= -2.0 and out.max() <= 2.0  # [0, 1] normalised by mean .5, std .25
+    np.testing.assert_array_equal(again, out)
+    assert not np.array_equal(other, out)
+
+
+def test_eager_and_map_agree():
+    uint8 = tf.cast(_image() * 255, tf.uint8)
+    view = lambda im, s: augment.augment_view(im, s, SPEC, (0.5,) * 3, (0.25,) * 3)
+    seeds = [_seed(i) for i in range(4)]
+    for eager, mapped in zip(_eager(view, uint8, seeds), _in_map(view, uint8, seeds), strict=True):
+        np.testing.assert_allclose(eager, mapped, atol=1e-5)
+
+
+def test_blur_matches_a_scipy_reference():
+    from scipy import ndimage
+
+    image = tf.random.stateless_uniform([60, 50, 3], _seed(0))
+    out = augment.gaussian_blur(image, _seed(1), (1.5, 1.5), prob=1.0).numpy()
+    taps = np.arange(-2, 3)  # radius = shorter side 50 // 20
+    kernel = np.exp(-0.5 * (taps / 1.5) ** 2)
+    kernel /= kernel.sum()
+    expected = ndimage.correlate1d(image.numpy(), kernel, axis=0, mode="reflect")
+    expected = ndimage.correlate1d(expected, kernel, axis=1, mode="reflect")
+    np.testing.assert_allclose(out, expected, atol=1e-6)

@@ -1,0 +1,68 @@
+"""The command line and its errors: each bad input gets one message naming the fix."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO, small_fmnist_npz, tiny_config
+
+from sslx import train
+from sslx.errors import CheckpointError, ConfigError, DataError
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "sslx.main", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_trains_and_prints_knn(tmp_path):
+    npz = small_fmnist_npz(str(tmp_path / "small.npz"))
+    workdir = str(tmp_path / "run")
+    result = _cli("--config=configs/simclr_fmnist.py", f"--workdir={workdir}",
+                  "--config.data.source=arrays", f"--config.data.path={npz}",
+                  "--config.train.steps=2", "--config.train.batch_size=32",
+                  "--config.model.width=8", "--config.eval.knn_k=(5,)",
+                  "--config.optim.warmup_epochs=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "k-NN top-1: " in result.stdout
+    assert os.path.exists(os.path.join(workdir, "embeddings", "test_features.npy"))
+
+
+def test_unknown_config_key_names_close_matches(tmp_path):
+    result = _cli("--config=configs/simclr_fmnist.py", f"--workdir={tmp_path}",
+                  "--config.model.widht=8")
+    assert result.returncode != 0
+    assert "widht" in result.stderr and "width" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"optim.base_lr": -0.1}, "config.optim.base_lr"),
+    ({"train.batch_size": 12}, "config.train.batch_size"),
+    ({"views.global_crops.size": 32}, "config.views.global_crops.size"),
+    ({"train.dtype": "float16"}, "config.train.dtype"),
+    ({"method.temperature": 0.0}, "config.method.temperature"),
+])
+def test_bad_config_value_fails_before_compiling(overrides, field, tmp_path):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        train.prepare(tiny_config(**overrides), str(tmp_path))
+
+
+def test_missing_data_dir_is_named(tmp_path):
+    missing = str(tmp_path / "no_such_dir")
+    with pytest.raises(DataError, match="no_such_dir"):
+        train.prepare(tiny_config(**{"data.path": missing}), str(tmp_path / "run"))
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path):
+    npz = small_fmnist_npz(str(tmp_path / "small.npz"))
+    workdir = str(tmp_path / "run")
+    train.train_and_evaluate(tiny_config(npz=npz, **{"eval.knn": False}), workdir)
+    wider = tiny_config(npz=npz, **{"eval.knn": False, "model.width": 16})
+    with pytest.raises(CheckpointError, match=r"config\.model\.width=8"):
+        train.train_and_evaluate(wider, workdir)
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))

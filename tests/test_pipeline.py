@@ -1,0 +1,212 @@
+"""Views from config and the per-host train/eval pipelines (tiny npz data)."""
+
+from __future__ import annotations
+
+import itertools
+
+import ml_collections
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sslx import config_defaults
+from sslx.data import pipeline, sources, views
+from sslx.errors import ConfigError, DataError
+
+NUM_TRAIN = 40
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    """Gray 16x16 train images with labels 0..39; 11 RGB test images filled with their index."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("arrays") / "tiny.npz"
+    np.savez(
+        path,
+        train_images=rng.integers(0, 256, [NUM_TRAIN, 16, 16], np.uint8),
+        train_labels=np.arange(NUM_TRAIN),
+        test_images=np.broadcast_to(np.arange(11, dtype=np.uint8)[:, None, None, None],
+                                    [11, 16, 16, 3]),
+        test_labels=np.arange(11),
+    )
+    return path
+
+
+def _config(npz, **view_groups):
+    config = config_defaults.base_config()
+    config.data.source, config.data.path = "arrays", str(npz)
+    config.data.image_size = 16
+    config.data.shuffle_buffer = 16
+    config.data.threads = 1
+    config.train.batch_size = 8
+    config.views = ml_collections.ConfigDict(
+        view_groups or {"global_crops": config_defaults.view_group(size=12)}
+    )
+    return config
+
+
+def _take(iterator, n: int) -> list[dict]:
+    return list(itertools.islice(iterator, n))
+
+
+# ---------------------------------------------------------------- views
+
+
+def test_view_order_by_size_then_name():
+    specs = views.view_specs(ml_collections.ConfigDict({
+        "local": config_defaults.view_group(count=2, size=12),
+        "b_global": config_defaults.view_group(count=1, size=28),
+        "a_global": config_defaults.view_group(count=2, size=28),
+    }))
+    assert [(s.group, s.index, s.size) for s in specs] == [
+        ("a_global", 0, 28), ("a_global", 1, 28), ("b_global", 0, 28),
+        ("local", 0, 12), ("local", 1, 12),
+    ]
+
+
+def test_per_crop_tuples():
+    groups = config_defaults.base_config().views
+    groups.global_crops = config_defaults.view_group(blur_prob=(1.0, 0.1), solarize_prob=(0, 0.2))
+    first, second = views.view_specs(groups)
+    assert (first.blur_prob, second.blur_prob) == (1.0, 0.1)
+    assert (first.solarize_prob, second.solarize_prob) == (0.0, 0.2)
+    assert first.brightness == second.brightness == 0.4
+    assert first.crop_scale == (0.08, 1.0)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("blur_prob", (1.0, 0.1, 0.5),
+     "config.views.global_crops.blur_prob has 3 values for count=2"),
+    ("crop_scale", (0.0, 1.0), r"config.views.global_crops.crop_scale=\(0.0, 1.0\) must lie"),
+    ("crop_scale", (0.8, 0.2), "low 0.8 is above high 0.2"),
+    ("flip_prob", 1.5, r"config.views.global_crops.flip_prob=1.5 must lie within \[0.0, 1.0\]"),
+    ("count", 0, "config.views.global_crops.count=0 must be a positive integer"),
+])
+def test_bad_view_config(field, value, message):
+    groups = config_defaults.base_config().views
+    groups.global_crops = config_defaults.view_group(**{field: value})
+    with pytest.raises(ConfigError, match=message):
+        views.view_specs(groups)
+
+
+def test_misspelt_view_field():
+    groups = config_defaults.base_config().views
+    groups.global_crops.blur_porb = 0.5
+    with pytest.raises(ConfigError, match=r"blur_porb is not a view-group field.*blur_prob"):
+        views.view_specs(groups)
+
+
+# ---------------------------------------------------------------- train
+
+
+def test_train_batches(npz):
+    iterator = pipeline.train_iterator(_config(npz), process_index=1, process_count=2)
+    for batch in _take(iterator, 12):  # 12 local batches of 4 = more than one epoch of 20
+        assert set(batch) == {"views", "label"}
+        assert isinstance(batch["views"], tuple) and len(batch["views"]) == 2
+        for view in batch["views"]:
+            assert view.shape == (4, 12, 12, 3) and view.dtype == np.float32
+        assert batch["label"].shape == (4,) and batch["label"].dtype == np.int32
+        assert set(batch["label"]) <= set(range(20, 40))  # host 1's half of the split
+        assert not np.array_equal(batch["views"][0], batch["views"][1])
+
+
+def test_multi_crop(npz):
+    config = _config(
+        npz,
+        global_crops=config_defaults.view_group(count=2, size=16),
+        local_crops=config_defaults.view_group(count=4, size=8, crop_scale=(0.05, 0.4)),
+    )
+    [batch] = _take(pipeline.train_iterator(config, process_index=0, process_count=1), 1)
+    assert [v.shape for v in batch["views"]] == [(8, 16, 16, 3)] * 2 + [(8, 8, 8, 3)] * 4
+
+
+def test_train_is_reproducible_and_resumes_differently(npz):
+    config = _config(npz)
+    make = lambda start: pipeline.train_iterator(
+        config, start_step=start, process_index=0, process_count=1
+    )
+    first, again, resumed = _take(make(0), 3), _take(make(0), 3), _take(make(5), 3)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a["label"], b["label"])
+        for va, vb in zip(a["views"], b["views"], strict=True):
+            np.testing.assert_array_equal(va, vb)
+    assert not np.array_equal(first[0]["views"][0], resumed[0]["views"][0])
+    assert not all(
+        np.array_equal(a["label"], b["label"]) for a, b in zip(first, resumed, strict=True)
+    )
+
+
+def test_train_from_arrays_source(npz):
+    source = sources.from_arrays(np.zeros([6, 10, 10], np.uint8), process_index=0, process_count=1)
+    [batch] = _take(pipeline.train_iterator(_config(npz), source=source), 1)
+    assert batch["views"][0].shape == (8, 12, 12, 3) and (batch["label"] == -1).all()
+
+
+def test_train_config_errors(npz):
+    with pytest.raises(ConfigError, match=r"batch_size=8 must be a positive multiple of the 3"):
+        pipeline.train_iterator(_config(npz), process_index=0, process_count=3)
+    config = _config(npz)
+    config.train.batch_size = 64
+    with pytest.raises(ConfigError, match="batch_size=64 is larger than the 40 examples"):
+        pipeline.steps_per_epoch(config)
+    config.data.source = "nowhere"
+    with pytest.raises(DataError, match="unknown data source"):
+        pipeline.train_iterator(config, process_index=0, process_count=1)
+
+
+def test_steps_per_epoch(npz):
+    assert pipeline.steps_per_epoch(_config(npz)) == NUM_TRAIN // 8
+
+
+# ---------------------------------------------------------------- eval
+
+
+def test_eval_pads_every_host_to_the_same_batches(npz):
+    """11 examples over 2 hosts (5 + 6), global batch 4: 3 batches of 2 per host."""
+    config = _config(npz)
+    hosts = [
+        list(pipeline.eval_iterator(config, "test", batch_size=4, size=16, process_index=i,
+                                    process_count=2))
+        for i in range(2)
+    ]
+    assert [len(batches) for batches in hosts] == [3, 3]
+    labels = []
+    for batches in hosts:
+        for batch in batches:
+            assert batch["image"].shape == (2, 16, 16, 3) and batch["image"].dtype == np.float32
+            assert batch["label"].dtype == np.int32 and batch["valid"].dtype == bool
+            labels += batch["label"][batch["valid"]].tolist()
+            assert (batch["label"][~batch["valid"]] == -1).all()
+    assert labels == list(range(11))  # fixed order, each example once
+    first = hosts[0][0]["image"][1]  # example 1: every pixel 1/255, normalised
+    expected = (1 / 255 - np.array(config.data.mean)) / np.array(config.data.std)
+    np.testing.assert_allclose(first, np.broadcast_to(expected, first.shape), rtol=1e-5)
+
+
+def test_eval_resize_and_center_crop(npz):
+    config = _config(npz)
+    [resized] = pipeline.eval_iterator(config, "test", batch_size=11, size=8,
+                                       process_index=0, process_count=1)
+    config.data.image_size = 32  # larger than size: resize to 16 / 0.875, crop 16
+    [cropped] = pipeline.eval_iterator(config, "test", batch_size=11, size=16,
+                                       process_index=0, process_count=1)
+    assert resized["image"].shape == (11, 8, 8, 3) and cropped["image"].shape == (11, 16, 16, 3)
+    assert resized["valid"].all() and cropped["valid"].all()
+
+
+def test_folder_of_variable_sized_jpegs(tmp_path):
+    """Decoded images of different sizes: crops and the eval center crop fix the shape."""
+    for i, (h, w) in enumerate([(20, 30), (33, 17), (24, 24), (40, 21)]):
+        image = tf.cast(tf.fill([h, w, 3], 40 * i), tf.uint8)
+        path = tmp_path / "train" / f"class{i % 2}" / f"{i}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(tf.io.encode_jpeg(image).numpy())
+    config = _config(tmp_path)
+    config.data.source, config.data.image_size, config.train.batch_size = "folder", 24, 4
+    [batch] = _take(pipeline.train_iterator(config, process_index=0, process_count=1), 1)
+    assert [v.shape for v in batch["views"]] == [(4, 12, 12, 3)] * 2
+    assert sorted(batch["label"]) == [0, 0, 1, 1]
+    [evaluated] = pipeline.eval_iterator(config, "train", batch_size=4, size=16,
+                                         process_index=0, process_count=1)
+    assert evaluated["image"].shape == (4, 16, 16, 3) and evaluated["valid"].all()
