@@ -90,6 +90,7 @@ def base_config() -> ml_collections.ConfigDict:
         stem="imagenet",                   # resnet: imagenet | cifar
         width=64,                          # resnet base width
         patch_size=16,                     # vit
+        depth=0,                           # vit blocks; 0 = the variant's (12)
         pos_embedding="learned",           # vit: learned | sincos
         drop_path=0.0,                     # vit stochastic depth rate
     ))

@@ -1,24 +1,27 @@
-"""Tiny configs and data shared by the tests."""
+"""Tiny configs, data and checks shared by the tests of every method."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 
+import jax
 import numpy as np
 
-from sslx import config_defaults
+from sslx import config_defaults, sharding, train
 from sslx.config_defaults import FASHION_MNIST_IDX_DIR
 from sslx.data import sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def small_fmnist_npz(path: str, train: int = 256, test: int = 128) -> str:
+def small_fmnist_npz(path: str, train_size: int = 256, test_size: int = 128) -> str:
     """A few Fashion-MNIST images as an `arrays` source (.npz), for fast end-to-end runs."""
     cfg = config_defaults.base_config()
     cfg.data.path = FASHION_MNIST_IDX_DIR
     arrays = {}
-    for split, count in (("train", train), ("test", test)):
+    for split, count in (("train", train_size), ("test", test_size)):
         source = sources.load_split(cfg.data, split, process_index=0, process_count=1)
         examples = list(source.dataset.take(count).as_numpy_iterator())
         arrays[f"{split}_images"] = np.stack([e["image"][..., 0] for e in examples])
@@ -27,15 +30,28 @@ def small_fmnist_npz(path: str, train: int = 256, test: int = 128) -> str:
     return path
 
 
+def load_config(relative_path: str, arg: str | None = None):
+    """`get_config(arg)` of a config file, as `--config=path:arg` would load it."""
+    spec = importlib.util.spec_from_file_location("sslx_test_config",
+                                                  os.path.join(REPO, relative_path))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg)
+
+
 def tiny_config(path: str = "configs/simclr_resnet50.py", npz: str | None = None,
                 **overrides):
-    """A recipe from configs/ shrunk to seconds: <=16 px views, width-8 ResNet, 2 steps;
-    `overrides` are dotted keys, e.g. `**{"optim.base_lr": 0.1}`."""
+    """A recipe's `:runlocal` variant shrunk to seconds: views <= 16 px, width-8 ResNet
+    or 2-block ViT, batch 16, 2 steps, no warmup; `overrides` are dotted keys,
+    e.g. `**{"optim.base_lr": 0.1}`. Method fields (heads, queues) are the
+    recipe's unless overridden."""
     config = load_config(path, "runlocal")
     config.unlock()
+    largest = max(group.size for group in config.views.values())
     for group in config.views.values():
-        group.size = min(group.size, 16)
+        group.size = max(4, group.size * 16 // largest // 4 * 4)
     config.model.width = 8
+    config.model.depth = 2
     config.train.batch_size = 16
     config.train.steps = 2
     config.train.log_every = 1
@@ -56,12 +72,54 @@ def tiny_config(path: str = "configs/simclr_resnet50.py", npz: str | None = None
     return config
 
 
-def load_config(relative_path: str, arg: str | None = None):
-    """`get_config(arg)` of a config file, as `--config=path:arg` would load it."""
-    import importlib.util
+def synthetic_batch(config, seed: int = 0) -> dict:
+    """A global batch of random views shaped as `config.views` describes."""
+    rng = np.random.default_rng(seed)
+    example = train.example_batch(config, config.train.batch_size)
+    return {
+        "views": tuple(rng.normal(size=v.shape).astype(np.float32) for v in example["views"]),
+        "label": np.arange(config.train.batch_size, dtype=np.int32) % 10,
+    }
 
-    spec = importlib.util.spec_from_file_location("sslx_test_config",
-                                                  os.path.join(REPO, relative_path))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+
+def run_steps(config, workdir: str, devices, steps: int = 2):
+    """Losses and final (params, method state) of `steps` train steps on one batch."""
+    run = train.prepare(config, workdir, mesh=sharding.make_mesh(devices))
+    state = run.init_state()
+    step = train.make_train_step(run)
+    batch = synthetic_batch(config)
+    losses = []
+    for _ in range(steps):
+        state, metrics = step(state, sharding.global_batch(batch, run.mesh))
+        losses.append(float(metrics["loss"]))
+    return losses, jax.device_get((state.params, state.method_state))
+
+
+def assert_sharded_step_matches(config, tmp_path) -> None:
+    """Two steps on 8 devices give the losses and state of the same steps on 1 device."""
+    losses_1, state_1 = run_steps(config, str(tmp_path / "one"), jax.devices()[:1])
+    losses_8, state_8 = run_steps(config, str(tmp_path / "eight"), jax.devices()[:8])
+    np.testing.assert_allclose(losses_8, losses_1, rtol=1e-4, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(state_8), jax.tree.leaves(state_1), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
+def logged_steps(workdir: str) -> list[int]:
+    """Steps of the training lines in workdir/metrics.jsonl, in order."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line)["step"] for line in f if '"loss"' in line]
+
+
+def assert_trains_and_resumes(path: str, npz: str, workdir: str) -> dict:
+    """The recipe's `:runlocal` trains 2 steps, then a longer run on the same workdir
+    resumes at step 2 and ends with a k-NN accuracy; returns the final results."""
+    first = train.train_and_evaluate(tiny_config(path, npz=npz, **{"eval.knn": False}),
+                                     workdir)
+    assert first["step"] == 2
+    assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+    resumed = train.train_and_evaluate(tiny_config(path, npz=npz, **{"train.steps": 3}),
+                                       workdir)
+    assert resumed["step"] == 3
+    assert logged_steps(workdir) == [1, 2, 3]
+    assert 0.0 <= resumed["knn_top1_k5"] <= 1.0
+    return resumed

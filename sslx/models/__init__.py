@@ -77,7 +77,7 @@ def _vit(variant: Variant) -> _Backbone:
             )
         return ViT(
             image_size=image_size, patch_size=patch, hidden_dim=variant.hidden_dim,
-            depth=variant.depth, num_heads=variant.num_heads,
+            depth=config.depth or variant.depth, num_heads=variant.num_heads,
             pos_embedding=config.pos_embedding, drop_path=config.drop_path,
             use_mask_token=mask_token, dtype=dtype,
         )
