@@ -156,6 +156,7 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     else:
         config.model.name = "vit_t"
         config.model.patch_size = 4
+        config.model.depth = 4
     config.train.batch_size = 256
     config.train.epochs = 1.0
     config.train.steps = -1
@@ -169,12 +170,28 @@ def runlocal(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 VARIANTS = {"runlocal": runlocal}
 
 
-def with_variant(config: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+def set_field(config: ml_collections.ConfigDict, dotted_key: str, value) -> None:
+    """`config.a.b = value` for `dotted_key='a.b'`."""
+    *parents, leaf = dotted_key.split(".")
+    for part in parents:
+        config = config[part]
+    config[leaf] = value
+
+
+def with_variant(config: ml_collections.ConfigDict, arg: str | None,
+                 runlocal_overrides: dict | None = None) -> ml_collections.ConfigDict:
     """Applies the comma-separated variants named in the config-file argument
-    (`configs/x.py:runlocal`) and locks the config so a misspelt override fails."""
-    for name in filter(None, (arg or "").split(",")):
+    (`configs/x.py:runlocal`) and locks the config so a misspelt override fails.
+
+    `runlocal_overrides` ({"method.projector_dim": 512, ...}) are a recipe's own
+    CPU-sized settings (head widths, queue sizes), applied after `runlocal`."""
+    names = list(filter(None, (arg or "").split(",")))
+    for name in names:
         if name not in VARIANTS:
             raise ValueError(f"unknown config variant {name!r}; available: {', '.join(VARIANTS)}")
         config = VARIANTS[name](config)
+    if "runlocal" in names:
+        for key, value in (runlocal_overrides or {}).items():
+            set_field(config, key, value)
     config.lock()
     return config

@@ -74,19 +74,11 @@ class Run:
     def _init(self) -> TrainState:
         rng = jax.random.PRNGKey(self.config.seed)
         init_rng, train_rng = jax.random.split(rng)
-        params, method_state = self.method.init(init_rng, example_batch(self.config))
+        batch = jax.tree.map(jnp.asarray, pipeline.example_batch(self.config, _INIT_BATCH))
+        params, method_state = self.method.init(init_rng, batch)
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           opt_state=self.optimizer.init(params), method_state=method_state,
                           rng=train_rng)
-
-
-def example_batch(config: ml_collections.ConfigDict, batch_size: int = _INIT_BATCH) -> dict:
-    """Zeros shaped like a training batch, for shape inference and init."""
-    specs = views.view_specs(config.views)
-    return {
-        "views": tuple(jnp.zeros((batch_size, s.size, s.size, 3), jnp.float32) for s in specs),
-        "label": jnp.zeros((batch_size,), jnp.int32),
-    }
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str,

@@ -11,7 +11,7 @@ import numpy as np
 
 from sslx import config_defaults, sharding, train
 from sslx.config_defaults import FASHION_MNIST_IDX_DIR
-from sslx.data import sources
+from sslx.data import pipeline, sources
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,23 +63,24 @@ def tiny_config(path: str = "configs/simclr_resnet50.py", npz: str | None = None
         config.data.source = "arrays"
         config.data.path = npz
     for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for part in parents:
-            target = target[part]
-        target[leaf] = value
+        config_defaults.set_field(config, key, value)
     config.lock()
     return config
 
 
 def synthetic_batch(config, seed: int = 0) -> dict:
-    """A global batch of random views shaped as `config.views` describes."""
+    """A random global batch with the structure the pipeline yields: normal floats
+    (views), labels 0..9, booleans (masks) true with probability 0.3."""
     rng = np.random.default_rng(seed)
-    example = train.example_batch(config, config.train.batch_size)
-    return {
-        "views": tuple(rng.normal(size=v.shape).astype(np.float32) for v in example["views"]),
-        "label": np.arange(config.train.batch_size, dtype=np.int32) % 10,
-    }
+
+    def fill(leaf: np.ndarray) -> np.ndarray:
+        if leaf.dtype == np.bool_:
+            return rng.random(leaf.shape) < 0.3
+        if np.issubdtype(leaf.dtype, np.integer):
+            return (np.arange(leaf.size) % 10).reshape(leaf.shape).astype(leaf.dtype)
+        return rng.normal(size=leaf.shape).astype(leaf.dtype)
+
+    return jax.tree.map(fill, pipeline.example_batch(config, config.train.batch_size))
 
 
 def run_steps(config, workdir: str, devices, steps: int = 2):

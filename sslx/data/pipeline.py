@@ -122,6 +122,16 @@ def eval_iterator(
     return _numpy_iterator(dataset, config)
 
 
+def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, Any]:
+    """Zeros with the structure, shapes and dtypes of a training batch of
+    `batch_size`: what `train_iterator` yields, for shape inference, init and tests."""
+    return {
+        "views": tuple(np.zeros((batch_size, s.size, s.size, 3), np.float32)
+                       for s in view_specs(config.views)),
+        "label": np.zeros((batch_size,), np.int32),
+    }
+
+
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int:
     """Full global batches in one pass over the train split."""
     n = num_examples(config.data, config.data.train_split)
