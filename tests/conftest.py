@@ -1,14 +1,21 @@
 """Test setup: 8 fake CPU devices (set before jax starts) so sharded runs can be
-compared with single-device runs in one process; TF kept off accelerators and
-to few threads; absl flags marked parsed so library code can read them."""
+compared with single-device runs in one process; a persistent compilation cache
+so the many tiny end-to-end runs compile each program once; TF kept off
+accelerators; absl flags marked parsed so library code can read them."""
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import jax
 import tensorflow as tf
 from absl import flags
 
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(tempfile.gettempdir(), "sslx-test-jax-cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 tf.config.set_visible_devices([], "GPU")
 flags.FLAGS.mark_as_parsed()
