@@ -143,6 +143,45 @@ def moco_v3(q: ArrayLike, k: ArrayLike, temperature: ArrayLike) -> jax.Array:
     return ce * (2.0 * temperature)
 
 
+def nearest_neighbour_index(z: ArrayLike, support: ArrayLike) -> jax.Array:
+    """For each row of z [N, D], the index [N] of the row of the support set
+    [S, D] with the largest cosine similarity."""
+    return jnp.argmax(_l2_normalize(_f32(z)) @ _l2_normalize(_f32(support)).T, axis=-1)
+
+
+def nearest_neighbour(z: ArrayLike, support: ArrayLike) -> jax.Array:
+    """NNCLR's NN(z, Q) (Dwibedi et al. 2021, eq. 2): for each row of z [N, D], the
+    row of the support set Q [S, D] with the largest cosine similarity,
+    ℓ2-normalised, as a constant [N, D]."""
+    neighbours = _l2_normalize(_f32(support))[nearest_neighbour_index(z, support)]
+    return jax.lax.stop_gradient(neighbours)
+
+
+def nnclr_loss(
+    z_a: ArrayLike,
+    z_b: ArrayLike,
+    support: ArrayLike,
+    temperature: ArrayLike,
+    p_a: ArrayLike | None = None,
+    p_b: ArrayLike | None = None,
+) -> jax.Array:
+    """NNCLR's symmetric loss (Dwibedi et al. 2021, eq. 2-3, with the predictor of Sec. 4).
+
+    The positive of image i is NN(z_a[i]) from the support set, the other images'
+    predictions p_b are its negatives: ½[CE(NN(z_a)·p_bᵀ/τ) + CE(NN(z_b)·p_aᵀ/τ)]
+    over cosine similarities, the positive on the diagonal. Predictions default
+    to the projections (NNCLR without a predictor). Nearest neighbours are constants.
+    """
+    p_a = z_a if p_a is None else p_a
+    p_b = z_b if p_b is None else p_b
+
+    def one_side(z: ArrayLike, p: ArrayLike) -> jax.Array:
+        logits = (nearest_neighbour(z, support) @ _l2_normalize(_f32(p)).T) / temperature
+        return jnp.mean(_cross_entropy_hard(logits, jnp.arange(logits.shape[0])))
+
+    return 0.5 * (one_side(z_a, p_b) + one_side(z_b, p_a))
+
+
 # ---------------------------------------------------------------------------
 # Prediction of a stop-gradient target
 # ---------------------------------------------------------------------------

@@ -44,7 +44,9 @@ def main(argv: list[str]) -> None:
     del argv
     if _CONFIG.value is None or _WORKDIR.value is None:
         sys.exit("sslx: --config and --workdir are required")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
+    logging.getLogger("sslx").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from sslx import sharding, train
     from sslx.errors import SslxError

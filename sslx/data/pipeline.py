@@ -18,11 +18,15 @@ import numpy as np
 import tensorflow as tf
 
 from sslx.data.augment import center_crop, normalize, resize
+from sslx.data.masks import make_masks, mask_layout
 from sslx.data.sources import Source, load_split, num_examples, resolve_process
 from sslx.data.views import make_views, view_specs
 from sslx.errors import ConfigError, DataError
 
 Batch = dict[str, Any]
+
+# Folded into an example's seed to seed its masks, apart from its views' seeds.
+_MASK_STREAM = 1_000_003
 
 
 def train_iterator(
@@ -34,7 +38,9 @@ def train_iterator(
     source: Source | None = None,
 ) -> Iterator[Batch]:
     """Endless `{'views': (float32 [local_batch, size, size, 3], ...), 'label':
-    int32 [local_batch]}` for this host, views in `config.views` order.
+    int32 [local_batch]}` for this host, views in `config.views` order; with
+    `config.masks` also `'masks': (bool [local_batch, patches], ...)`, one per
+    global crop (see `sslx.data.masks`).
 
     `source` replaces `config.data`'s train split (e.g. `from_arrays(...)`); its
     own process index/count are then used. The shuffle order depends on
@@ -61,11 +67,15 @@ def train_iterator(
         dataset = dataset.shuffle(config.data.shuffle_buffer, seed=seed)
     base_seed = tf.constant([config.seed, source.process_index], tf.int64)
     mean, std = tuple(config.data.mean), tuple(config.data.std)
+    layout = mask_layout(config)
 
     @tf.autograph.experimental.do_not_convert  # plain TF ops: skip slow autograph tracing
     def to_views(counter: tf.Tensor, example: dict[str, tf.Tensor]) -> Batch:
         seed = tf.random.fold_in(base_seed, counter)
-        return {**make_views(example["image"], seed, specs, mean, std), "label": example["label"]}
+        out = {**make_views(example["image"], seed, specs, mean, std), "label": example["label"]}
+        if layout:
+            out["masks"] = make_masks(tf.random.fold_in(seed, _MASK_STREAM), layout, config.masks)
+        return out
 
     dataset = (
         dataset.repeat()
@@ -125,11 +135,16 @@ def eval_iterator(
 def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, Any]:
     """Zeros with the structure, shapes and dtypes of a training batch of
     `batch_size`: what `train_iterator` yields, for shape inference, init and tests."""
-    return {
+    batch = {
         "views": tuple(np.zeros((batch_size, s.size, s.size, 3), np.float32)
                        for s in view_specs(config.views)),
         "label": np.zeros((batch_size,), np.int32),
     }
+    layout = mask_layout(config)
+    if layout:
+        batch["masks"] = tuple(np.zeros((batch_size, layout.num_patches), bool)
+                               for _ in range(layout.count))
+    return batch
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int:

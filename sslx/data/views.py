@@ -41,6 +41,13 @@ def view_specs(views_config: ml_collections.ConfigDict) -> tuple[ViewSpec, ...]:
     return tuple(sorted(specs, key=lambda s: (-s.size, s.group, s.index)))
 
 
+def global_view_count(views_config: ml_collections.ConfigDict) -> int:
+    """How many crops the largest group has: `views[:n]` are the global crops that
+    multi-crop teachers (DINO, iBOT) see and masked-image methods mask."""
+    specs = view_specs(views_config)
+    return sum(spec.group == specs[0].group for spec in specs)
+
+
 def make_views(
     image: tf.Tensor,
     seed: tf.Tensor,

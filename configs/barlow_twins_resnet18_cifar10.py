@@ -1,0 +1,56 @@
+r"""Barlow Twins, ResNet-18 with the CIFAR stem on CIFAR-10.
+
+    python -m sslx.main --config=configs/barlow_twins_resnet18_cifar10.py --workdir=/tmp/barlow_c10
+
+The paper has no CIFAR recipe; this is solo-learn's published CIFAR config
+(`scripts/pretrain/cifar/barlow.yaml`, da Costa et al. 2022): batch 256,
+1000 epochs, LARS lr 0.3 x B/256, 10 warmup epochs, cosine, wd 1e-4, biases and BN
+excluded from wd and LARS adaptation, λ = 0.0051, loss scaled by 0.1, projector
+2048-2048-2048; crop 0.08-1, colour jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2,
+no blur, solarize p 0 / 0.2.
+
+Deviation: solo-learn's LARS uses trust coefficient eta = 0.02 with `clip_lr`; sslx's
+LARS fixes eta = 1e-3 (the ImageNet recipes' value) without clipping, so weights take
+smaller steps than in solo-learn.
+
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST with a 512-wide projector.
+"""
+
+from sslx.config_defaults import base_config, view_group, with_variant
+
+
+def get_config(arg=None):
+    config = base_config()
+    config.data.source = "tfds"
+    config.data.name = "cifar10"
+    config.data.train_split = "train"
+    config.data.eval_split = "test"
+    config.data.path = ""  # TFDS default data_dir
+    config.data.image_size = 32
+    config.data.mean = (0.4914, 0.4822, 0.4465)
+    config.data.std = (0.2470, 0.2435, 0.2616)
+    config.data.shuffle_buffer = 50_000
+    config.views.global_crops = view_group(
+        count=2, size=32, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
+        contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=0.0,
+        solarize_prob=(0.0, 0.2))
+
+    config.model.name = "resnet18"
+    config.model.stem = "cifar"
+    config.method.name = "barlow_twins"
+    config.method.lambd = 0.0051
+    config.method.loss_scale = 0.1
+    config.method.projector_hidden_dim = 2048
+    config.method.projector_dim = 2048
+
+    config.optim.name = "lars"
+    config.optim.base_lr = 0.3
+    config.optim.lr_scaling = "linear"
+    config.optim.warmup_epochs = 10.0
+    config.optim.weight_decay = 1e-4
+    config.optim.exclude_bias_and_norm = True
+    config.train.batch_size = 256
+    config.train.epochs = 1000.0
+    config.checkpoint.every_steps = 5000
+    return with_variant(config, arg, runlocal_overrides={
+        "method.projector_hidden_dim": 512, "method.projector_dim": 512})

@@ -1,0 +1,60 @@
+r"""MoCo v3, ResNet-50 on ImageNet (Chen, Xie & He 2021, "An Empirical Study of Training
+Self-Supervised Vision Transformers", Sec. 4 and Appendix; the 100-epoch reference setup
+of the official CONFIG.md / main_moco.py defaults, 68.9% linear top-1).
+
+    python -m sslx.main --config=configs/mocov3_resnet50.py --workdir=gs://BUCKET/mocov3_r50
+
+Batch 4096, LARS lr 0.6 x B/256, wd 1e-6 (biases and BN excluded), momentum 0.9,
+10 warmup epochs, cosine, 100 epochs; temperature 1.0; key-encoder momentum 0.99 -> 1
+(cosine). Projector: Dense 4096 - BN - ReLU - Dense 256 - BN (no affine), predictor:
+Dense 4096 - BN - ReLU - Dense 256, all Dense bias-free. 300 epochs:
+`--config.train.epochs=300 --config.optim.base_lr=0.3`; 1000 epochs additionally
+`--config.optim.weight_decay=1.5e-6 --config.method.base_momentum=0.996`.
+Views: BYOL's asymmetric recipe (blur p 1.0 / 0.1, solarize p 0.0 / 0.2, colour jitter
+(0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2) with crop scale 0.2-1 (`--crop-min=.2`).
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe.
+"""
+
+from sslx.config_defaults import base_config, view_group, with_variant
+
+
+def get_config(arg=None):
+    config = base_config()
+    config.data.source = "tfds"
+    config.data.name = "imagenet2012"
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    config.data.path = ""  # TFDS default data_dir
+    config.data.image_size = 256  # eval: resize to 256, center-crop 224
+    config.data.cache = False
+    config.data.mean = (0.485, 0.456, 0.406)
+    config.data.std = (0.229, 0.224, 0.225)
+    config.views.global_crops = view_group(
+        count=2, size=224, crop_scale=(0.2, 1.0), jitter_prob=0.8, brightness=0.4,
+        contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=(1.0, 0.1),
+        solarize_prob=(0.0, 0.2))
+
+    config.model.name = "resnet50"
+    config.model.stem = "imagenet"
+    config.method.name = "mocov3"
+    config.method.temperature = 1.0
+    config.method.projector_layers = 2
+    config.method.projector_hidden_dim = 4096
+    config.method.projector_dim = 256
+    config.method.predictor_hidden_dim = 4096
+    config.method.predictor_output_norm = False
+    config.method.base_momentum = 0.99
+
+    config.optim.name = "lars"
+    config.optim.base_lr = 0.6
+    config.optim.lr_scaling = "linear"
+    config.optim.warmup_epochs = 10.0
+    config.optim.weight_decay = 1e-6
+    config.optim.momentum = 0.9
+    config.optim.exclude_bias_and_norm = True
+    config.train.batch_size = 4096
+    config.train.epochs = 100.0
+    config.checkpoint.every_steps = 2500
+    return with_variant(config, arg, runlocal_overrides={
+        "method.projector_hidden_dim": 512, "method.projector_dim": 128,
+        "method.predictor_hidden_dim": 512})

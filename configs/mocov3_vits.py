@@ -1,0 +1,63 @@
+r"""MoCo v3, ViT-S/16 on ImageNet (Chen, Xie & He 2021, Sec. 4-5 and Appendix; the
+official CONFIG.md ViT-Small setup, 300 epochs, 73.2% linear top-1).
+
+    python -m sslx.main --config=configs/mocov3_vits.py --workdir=gs://BUCKET/mocov3_vits
+
+Batch 4096, AdamW lr 1.5e-4 x B/256, betas (0.9, 0.999), wd 0.1 on every parameter
+(torch AdamW over all params), 40 warmup epochs, cosine, 300 epochs; temperature 0.2;
+key-encoder momentum 0.99 -> 1 (cosine). Fixed 2-D sin-cos position embedding and a
+frozen random patch projection (Sec. 5, "stop-grad-conv1"). Projector: 3 Dense layers
+4096-4096-256, BN after each (the last without affine); predictor Dense 4096 - BN - ReLU -
+Dense 256 - BN (no affine); all Dense bias-free. Views: BYOL's asymmetric recipe with
+crop scale 0.08-1. (The official ViT-S has 12 heads; sslx's ViT-S has DeiT's 6.)
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe.
+"""
+
+from sslx.config_defaults import base_config, view_group, with_variant
+
+
+def get_config(arg=None, model: str = "vit_s"):
+    config = base_config()
+    config.data.source = "tfds"
+    config.data.name = "imagenet2012"
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    config.data.path = ""  # TFDS default data_dir
+    config.data.image_size = 256  # eval: resize to 256, center-crop 224
+    config.data.cache = False
+    config.data.mean = (0.485, 0.456, 0.406)
+    config.data.std = (0.229, 0.224, 0.225)
+    config.views.global_crops = view_group(
+        count=2, size=224, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
+        contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=(1.0, 0.1),
+        solarize_prob=(0.0, 0.2))
+
+    config.model.name = model
+    config.model.patch_size = 16
+    config.model.pos_embedding = "sincos"
+    config.method.name = "mocov3"
+    config.method.temperature = 0.2
+    config.method.projector_layers = 3
+    config.method.projector_hidden_dim = 4096
+    config.method.projector_dim = 256
+    config.method.predictor_hidden_dim = 4096
+    config.method.predictor_output_norm = True
+    config.method.base_momentum = 0.99
+
+    config.optim.name = "adamw"
+    config.optim.base_lr = 1.5e-4
+    config.optim.lr_scaling = "linear"
+    config.optim.warmup_epochs = 40.0
+    config.optim.weight_decay = 0.1
+    config.optim.b1 = 0.9
+    config.optim.b2 = 0.999
+    config.optim.exclude_bias_and_norm = False
+    # Random patch projection, frozen for the whole run (1e9 epochs): MoCo v3's fix for
+    # the training instability of ViTs (Sec. 5).
+    config.optim.frozen.patch_embed = 1e9
+    config.train.batch_size = 4096
+    config.train.epochs = 300.0
+    config.checkpoint.every_steps = 2500
+    return with_variant(config, arg, runlocal_overrides={
+        "method.projector_hidden_dim": 512, "method.projector_dim": 128,
+        "method.predictor_hidden_dim": 512})

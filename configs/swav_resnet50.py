@@ -1,0 +1,75 @@
+r"""SwAV, ResNet-50 on ImageNet with multi-crop 2x224 + 6x96 (Caron et al. 2020,
+"Unsupervised Learning of Visual Features by Contrasting Cluster Assignments",
+Sec. 4 and Appendix A; official `scripts/swav_800ep_pretrain.sh`, 75.3% linear top-1).
+
+    python -m sslx.main --config=configs/swav_resnet50.py --workdir=gs://BUCKET/swav_r50
+
+Batch 4096, LARS lr 4.8 (= 0.3 x B/256) with 10 warmup epochs then cosine to 0.0048,
+wd 1e-6, 800 epochs; 3000 prototypes, projector 2048-2048(BN, ReLU)-128, temperature
+0.1, Sinkhorn epsilon 0.05 and 3 iterations, codes of the two 224 crops; prototypes
+frozen for the first epoch (313 iterations). Crops: 2 x 224 at scale (0.14, 1) and
+6 x 96 at (0.05, 0.14), flip, colour jitter 0.8/0.8/0.8/0.2 with p 0.8, grayscale
+p 0.2, blur p 0.5. No queue: the official script's 3840-entry queue is rounded down
+to a multiple of the global batch, i.e. to 0, at batch 4096. Differences: warmup
+starts at 0 (official: 0.3); the queue is used as soon as it is full, at any size.
+The small-batch recipe (Appendix A, `swav_200ep_bs256_pretrain.sh`):
+`--config.train.batch_size=256 --config.method.queue_length=3840
+--config.method.queue_start_epoch=15 --config.method.epsilon=0.03
+--config.optim.min_lr=0.0006 --config.optim.warmup_epochs=0 --config.train.epochs=200`.
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST (2x28 + 4x12 crops, 100 prototypes,
+a 512-entry queue) with the same losses, augmentations and optimizer.
+"""
+
+from sslx.config_defaults import base_config, color_distortion, view_group, with_variant
+
+AUGMENT = dict(jitter_prob=0.8, **color_distortion(1.0), grayscale_prob=0.2, blur_prob=0.5,
+               solarize_prob=0.0)
+
+
+def get_config(arg=None):
+    config = base_config()
+    config.data.source = "tfds"
+    config.data.name = "imagenet2012"
+    config.data.train_split = "train"
+    config.data.eval_split = "validation"
+    config.data.path = ""  # TFDS default data_dir
+    config.data.image_size = 256  # eval: resize to 256, center-crop 224
+    config.data.cache = False
+    config.data.mean = (0.485, 0.456, 0.406)
+    config.data.std = (0.229, 0.224, 0.225)
+    config.views.global_crops = view_group(count=2, size=224, crop_scale=(0.14, 1.0), **AUGMENT)
+    config.views.local_crops = view_group(count=6, size=96, crop_scale=(0.05, 0.14), **AUGMENT)
+
+    config.model.name = "resnet50"
+    config.model.stem = "imagenet"
+    config.method.name = "swav"
+    config.method.num_prototypes = 3000
+    config.method.projector_hidden_dim = 2048
+    config.method.projector_dim = 128
+    config.method.temperature = 0.1
+    config.method.epsilon = 0.05
+    config.method.sinkhorn_iterations = 3
+    config.method.num_assign_crops = 2
+    config.method.queue_length = 0
+    config.method.queue_start_epoch = 15.0
+
+    config.optim.name = "lars"
+    config.optim.base_lr = 0.3
+    config.optim.lr_scaling = "linear"
+    config.optim.min_lr = 0.0048
+    config.optim.warmup_epochs = 10.0
+    config.optim.weight_decay = 1e-6
+    config.optim.frozen.prototypes = 1.0
+    config.train.batch_size = 4096
+    config.train.epochs = 800.0
+    config.checkpoint.every_steps = 2500
+    return with_variant(config, arg, runlocal_overrides={
+        "views.local_crops.count": 4,
+        "method.num_prototypes": 100,
+        "method.projector_hidden_dim": 512,
+        "method.queue_length": 512,
+        "method.queue_start_epoch": 0.1,
+        "optim.frozen.prototypes": 0.05,
+        "optim.min_lr": 0.0,
+        "train.steps": 60,
+    })

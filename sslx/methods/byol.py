@@ -1,0 +1,69 @@
+"""BYOL (Grill et al. 2020): the online network's prediction of one view regresses
+the projection of the other view by a target network, an EMA of the online
+backbone and projector (Sec. 3.1, eq. 2 symmetrised):
+
+    loss = byol_loss(q(v1), z'(v2)) + byol_loss(q(v2), z'(v1))
+
+The target lives in the method state and gets no gradient; after every
+optimizer step it moves toward the online weights with momentum
+tau_k = 1 - (1 - tau_base)(cos(pi k/K) + 1)/2 (`teacher.EMATarget`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+
+from sslx import losses
+from sslx.methods import register
+from sslx.methods.base import Batch, Metrics, PyTree
+from sslx.methods.common import Encoder
+from sslx.methods.simsiam import SimSiam, forward_each_view
+from sslx.methods.teacher import EMATarget
+from sslx.models import heads
+
+
+@register("byol")
+class BYOL(SimSiam):
+    """Config: `method.projector_hidden_dim`, `method.projector_dim`,
+    `method.predictor_hidden_dim`, `method.base_momentum` (tau_base)."""
+
+    def projector(self) -> nn.Module:
+        """Dense-BN-ReLU-Dense (Sec. 3.3): no BatchNorm on the output."""
+        cfg = self.config.method
+        return heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim, dtype=self.dtype)
+
+    def pair_loss(self, p: jax.Array, z: jax.Array) -> jax.Array:
+        return losses.byol_loss(p, z)
+
+    @property
+    def teacher(self) -> EMATarget:
+        return EMATarget(parts=("backbone", "projector"),
+                         base_momentum=self.config.method.base_momentum,
+                         total_steps=self.length.total_steps)
+
+    @property
+    def target_network(self) -> Encoder:
+        """The online network without its predictor."""
+        return Encoder(backbone=self.backbone(), projector=self.projector())
+
+    def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
+        params, state = super().init(rng, batch)
+        return params, {**state, "target": self.teacher.init(params, state["batch_stats"])}
+
+    def targets(self, state: PyTree, views: Sequence[jax.Array], online: list[dict],
+                rng: jax.Array) -> tuple[list[jax.Array], PyTree]:
+        del online
+        target = state["target"]
+        outputs, target_stats = forward_each_view(
+            self.target_network, target["params"], target["batch_stats"], views, rng)
+        z = [jax.lax.stop_gradient(out["projection"]) for out in outputs]
+        return z, {**state, "target": {**target, "batch_stats": target_stats}}
+
+    def step_metrics(self, step: jax.Array) -> Metrics:
+        return {"momentum": self.teacher.momentum(step)}
+
+    def after_update(self, params: PyTree, state: PyTree, step: jax.Array) -> PyTree:
+        return {**state, "target": self.teacher.update(state["target"], params, step)}

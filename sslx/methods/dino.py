@@ -1,0 +1,232 @@
+"""DINO (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision
+Transformers", Sec. 3 and Appendix A): self-distillation with no labels.
+
+The student (backbone + `DINOHead`) sees every crop; the teacher, an EMA of the
+student (momentum 0.996 -> 1 along a half cosine), sees the global crops
+(`views[:n_global]`, the largest view group). The loss is the cross-entropy
+between the teacher's centred, sharpened softmax and the student's softmax over
+all pairs of different crops (`losses.dino_loss`). The center is an EMA
+(momentum 0.9) of the mean teacher output over the global batch, held in the
+method state, so it is the same on any number of devices and hosts.
+
+Choices where the reference code leaves room:
+- The teacher runs in train mode, as in the official code (it never calls
+  `teacher.eval()`): a ResNet teacher normalises with the batch statistics of
+  the global crops over the global batch and keeps its own running averages
+  (those, not the student's, serve evaluation). It has no drop-path.
+- The teacher temperature warms up linearly per step, not per epoch.
+- Evaluation and export embed with the teacher's backbone, as DINO reports.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from sslx import losses
+from sslx.config_defaults import IMAGENET_MEAN, IMAGENET_STD, view_group
+from sslx.data.views import global_view_count
+from sslx.errors import ConfigError
+from sslx.methods import register
+from sslx.methods.base import Batch, LossOutput, Method, PyTree
+from sslx.methods.common import Encoder, forward, init_variables
+from sslx.methods.teacher import EMATarget
+from sslx.models import build_backbone, heads
+from sslx.schedules import warmup_constant
+
+# Param trees of the student that the teacher averages.
+TEACHER_PARTS = ("backbone", "projector")
+
+
+def dino_method_config(
+    out_dim: int = 65536,
+    norm_last_layer: bool = True,
+    teacher_temp: float = 0.07,
+    warmup_teacher_temp_epochs: float = 30.0,
+    momentum_teacher: float = 0.996,
+    **extra,
+) -> ml_collections.ConfigDict:
+    """`config.method` of a DINO-family recipe with the paper's defaults
+    (Appendix A / `main_dino.py`): head 2048-2048-256 (GELU, no BN) then K =
+    `out_dim`, student temperature 0.1, teacher 0.04 -> `teacher_temp`, center
+    momentum 0.9. `extra` adds method-specific fields (iBOT's)."""
+    return ml_collections.ConfigDict(dict(
+        name="dino",
+        out_dim=out_dim,
+        hidden_dim=2048,
+        bottleneck_dim=256,
+        use_bn_in_head=False,
+        norm_last_layer=norm_last_layer,
+        student_temp=0.1,
+        warmup_teacher_temp=0.04,
+        teacher_temp=teacher_temp,
+        warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
+        momentum_teacher=momentum_teacher,
+        center_momentum=0.9,
+        **extra,
+    ))
+
+
+def imagenet_data(config: ml_collections.ConfigDict) -> None:
+    """ImageNet from TFDS with the usual normalisation; eval resizes to 256 and
+    center-crops 224. (Shared by the DINO/iBOT recipes.)"""
+    data = config.data
+    data.source = "tfds"
+    data.name = "imagenet2012"
+    data.train_split = "train"
+    data.eval_split = "validation"
+    data.path = ""  # TFDS default data_dir
+    data.image_size = 256
+    data.cache = False
+    data.mean = IMAGENET_MEAN
+    data.std = IMAGENET_STD
+
+
+def dino_views(local_count: int, global_scale: tuple[float, float] = (0.4, 1.0),
+               local_scale: tuple[float, float] = (0.05, 0.4)) -> ml_collections.ConfigDict:
+    """DINO's multi-crop (Appendix A, BYOL's augmentations): 2 global crops of 224 px
+    (blur p 1.0 / 0.1, solarize p 0 / 0.2) and `local_count` local crops of 96 px
+    (blur p 0.5); flip, colour jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2."""
+    colour = dict(jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+                  grayscale_prob=0.2)
+    return ml_collections.ConfigDict(dict(
+        global_crops=view_group(count=2, size=224, crop_scale=global_scale, **colour,
+                                blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2)),
+        local_crops=view_group(count=local_count, size=96, crop_scale=local_scale, **colour,
+                               blur_prob=0.5, solarize_prob=0.0),
+    ))
+
+
+def dino_optim(config: ml_collections.ConfigDict) -> None:
+    """DINO's ViT optimisation (`main_dino.py` defaults): AdamW lr 0.0005 x B/256, 10
+    warmup epochs, cosine to 1e-6, weight decay cosine 0.04 -> 0.4 (matrices only),
+    clipping 3.0 (global norm here, per parameter in the reference), the head's last
+    layer frozen during the first epoch."""
+    optim = config.optim
+    optim.name = "adamw"
+    optim.base_lr = 0.0005
+    optim.lr_scaling = "linear"
+    optim.min_lr = 1e-6
+    optim.warmup_epochs = 10.0
+    optim.weight_decay = 0.04
+    optim.weight_decay_end = 0.4
+    optim.grad_clip = 3.0
+    optim.exclude_bias_and_norm = True
+    optim.frozen.last_layer = 1.0
+
+
+def dino_runlocal(**extra) -> dict:
+    """`:runlocal` overrides of DINO-family recipes: 4 local crops of 12 px next to
+    the 2 global ones of 28 px, head 512-512-128 -> 1024, 100 steps of 256, and
+    the epoch-long phases (frozen last layer, teacher temperature warm-up) and the
+    teacher momentum shortened to suit a run of 100 steps instead of 100k."""
+    return {
+        "views.local_crops.count": 4,
+        "method.out_dim": 1024,
+        "method.hidden_dim": 512,
+        "method.bottleneck_dim": 128,
+        "method.warmup_teacher_temp_epochs": 0.1,
+        "method.momentum_teacher": 0.99,
+        "optim.frozen.last_layer": 0.1,
+        "train.steps": 100,
+        **extra,
+    }
+
+
+@register("dino")
+class DINO(Method):
+    """Config: `dino_method_config` fields; `config.optim.frozen.last_layer = 1.0`
+    keeps the head's last layer fixed during the first epoch."""
+
+    mask_token = False  # iBOT's student needs one
+
+    def check_config(self) -> None:
+        cfg = self.config.method
+        n_views = sum(group.count for group in self.config.views.values())
+        if n_views < 2:
+            raise ConfigError(f"{cfg.name} needs at least 2 crops; config.views has {n_views}")
+        for field in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
+            if not cfg[field] > 0:
+                raise ConfigError(f"config.method.{field}={cfg[field]} must be > 0")
+        for field in ("momentum_teacher", "center_momentum"):
+            if not 0.0 <= cfg[field] <= 1.0:
+                raise ConfigError(f"config.method.{field}={cfg[field]} must lie within [0, 1]")
+        if cfg.warmup_teacher_temp_epochs < 0:
+            raise ConfigError(f"config.method.warmup_teacher_temp_epochs="
+                              f"{cfg.warmup_teacher_temp_epochs} must be >= 0")
+
+    @property
+    def n_global(self) -> int:
+        return global_view_count(self.config.views)
+
+    @property
+    def target(self) -> EMATarget:
+        return EMATarget(TEACHER_PARTS, self.config.method.momentum_teacher,
+                         self.length.total_steps)
+
+    def teacher_temp(self, step: jax.Array | int) -> jax.Array:
+        """Teacher temperature at `step`: `warmup_teacher_temp` -> `teacher_temp`
+        linearly over `warmup_teacher_temp_epochs`, then constant."""
+        cfg = self.config.method
+        warmup = round(cfg.warmup_teacher_temp_epochs * self.length.steps_per_epoch)
+        return warmup_constant(cfg.warmup_teacher_temp, cfg.teacher_temp, warmup)(step)
+
+    def head(self) -> heads.DINOHead:
+        cfg = self.config.method
+        return heads.DINOHead(
+            out_dim=cfg.out_dim, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim,
+            use_bn=cfg.use_bn_in_head, norm_last_layer=cfg.norm_last_layer, dtype=self.dtype)
+
+    def backbone(self, teacher: bool):
+        """The student's backbone, or the teacher's: the same without drop-path."""
+        model = self.config.model
+        if teacher:
+            model = ml_collections.ConfigDict({**model.to_dict(), "drop_path": 0.0})
+        size = max(group.size for group in self.config.views.values())
+        return build_backbone(model, image_size=size, dtype=self.dtype,
+                              mask_token=self.mask_token)
+
+    def network(self, teacher: bool = False) -> Encoder:
+        return Encoder(backbone=self.backbone(teacher), projector=self.head())
+
+    def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
+        params, batch_stats = init_variables(self.network(), rng, batch["views"][0])
+        return params, {
+            "batch_stats": batch_stats,
+            "teacher": self.target.init(params, batch_stats),
+            "center": jnp.zeros([self.config.method.out_dim], jnp.float32),
+        }
+
+    def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
+             step: jax.Array) -> LossOutput:
+        views = batch["views"]
+        student, batch_stats = forward(self.network(), params, state["batch_stats"], views,
+                                       train=True, rng=rng)
+        teacher, teacher_state = self.teacher_forward(state["teacher"], views[:self.n_global])
+        student_logits = [out["projection"] for out in student]
+        teacher_logits = [out["projection"] for out in teacher]
+        temp = self.teacher_temp(step)
+        loss = losses.dino_loss(student_logits, teacher_logits, state["center"],
+                                self.config.method.student_temp, temp)
+        center = losses.update_center(state["center"], teacher_logits,
+                                      self.config.method.center_momentum)
+        new_state = {"batch_stats": batch_stats, "teacher": teacher_state, "center": center}
+        return loss, (new_state, {"teacher_temp": temp})
+
+    def teacher_forward(self, teacher: PyTree, views, **kwargs) -> tuple[list, PyTree]:
+        """Teacher outputs (no gradient) of `views` in train mode, and the teacher
+        state with its BatchNorm statistics updated."""
+        teacher = jax.lax.stop_gradient(teacher)
+        outputs, stats = forward(self.network(teacher=True), teacher["params"],
+                                 teacher["batch_stats"], views, train=True, **kwargs)
+        return jax.lax.stop_gradient(outputs), {**teacher, "batch_stats": stats}
+
+    def after_update(self, params: PyTree, state: PyTree, step: jax.Array) -> PyTree:
+        return {**state, "teacher": self.target.update(state["teacher"], params, step)}
+
+    def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
+        teacher = state["teacher"]
+        variables = {"params": teacher["params"], "batch_stats": teacher["batch_stats"]}
+        return self.network(teacher=True).apply(variables, images, train=False,
+                                                features_only=True)["features"]

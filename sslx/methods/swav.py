@@ -1,0 +1,155 @@
+"""SwAV (Caron et al. 2020): swapped prediction of Sinkhorn codes over prototypes.
+
+Each crop goes backbone -> projector -> l2-normalise -> scores against K unit
+prototypes. For each of the first `num_assign_crops` crops (the global crops),
+Sinkhorn-Knopp over the global batch turns its scores into soft codes (a
+constant: no gradient flows through the codes); every other crop predicts them
+with a softmax at `temperature` (`losses.swav_loss`).
+
+Prototypes are normalised *inside the forward*: the loss sees
+`normalize_prototypes(params)`. The official code instead rewrites the weights
+to unit norm before each forward; both give the same loss and codes at every
+step (the loss is invariant to the prototype params' norms), while gradients
+here flow through the normalisation (weight-normalisation style: the radial
+component of the prototype gradient is removed). This keeps prototypes in
+`params` without a hook that edits params after the optimizer.
+
+Queue (`method.queue_length` > 0): past projections of each assigned crop,
+newest first, in method state [num_assign_crops, Q, D]. It is filled (FIFO,
+one global batch per step) from step `queue_start_epoch * steps_per_epoch`
+on, and its scores against the current prototypes join the batch's in
+Sinkhorn once it is full, as the official code does. Shapes never change:
+before that the queue is carried but masked out. It is one global queue of Q
+entries (the official code keeps Q / world_size per GPU and concatenates them
+in its distributed Sinkhorn: the same thing).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from sslx import losses
+from sslx.errors import ConfigError
+from sslx.methods import register
+from sslx.methods.base import Batch, LossOutput, Method, PyTree
+from sslx.methods.common import forward, init_variables
+from sslx.models import build_backbone, heads
+
+
+class SwAVNetwork(nn.Module):
+    """backbone -> projector -> l2-normalise -> prototype scores.
+
+    Returns `{'features', 'projection' (unit rows), 'scores' [B, K]}`; params
+    `backbone`, `projector`, `prototypes/prototypes` [K, D]."""
+
+    backbone: nn.Module
+    projector: nn.Module
+    num_prototypes: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool,
+                 features_only: bool = False) -> dict[str, jax.Array]:
+        features = self.backbone(x, train=train)
+        if features_only:
+            return {"features": features}
+        projection = heads.l2_normalize(self.projector(features, train=train))
+        scores = heads.Prototypes(self.num_prototypes, dtype=self.dtype,
+                                  name="prototypes")(projection)
+        return {"features": features, "projection": projection, "scores": scores}
+
+
+@register("swav")
+class SwAV(Method):
+    """Config: `method.num_prototypes`, `method.projector_hidden_dim`,
+    `method.projector_dim`, `method.temperature`, `method.epsilon`,
+    `method.sinkhorn_iterations`, `method.num_assign_crops` (the first crops, in
+    `config.views` order, whose codes are predicted), `method.queue_length`
+    (0 = no queue), `method.queue_start_epoch`. Freeze the prototypes for the
+    first epoch with `config.optim.frozen.prototypes = 1.0`."""
+
+    def check_config(self) -> None:
+        cfg = self.config.method
+        crops = sum(group.count for group in self.config.views.values())
+        if crops < 2 or not 1 <= cfg.num_assign_crops <= crops:
+            raise ConfigError(f"config.method.num_assign_crops={cfg.num_assign_crops} must be "
+                              f"in [1, {crops}] (the crops of config.views), and SwAV needs at "
+                              "least 2 crops: each assigned crop is predicted from the others")
+        for field in ("temperature", "epsilon"):
+            if not cfg[field] > 0:
+                raise ConfigError(f"config.method.{field}={cfg[field]} must be > 0")
+        for field in ("num_prototypes", "sinkhorn_iterations"):
+            if not cfg[field] >= 1:
+                raise ConfigError(f"config.method.{field}={cfg[field]} must be >= 1")
+        if not cfg.queue_length >= 0 or not cfg.queue_start_epoch >= 0:
+            raise ConfigError(f"config.method.queue_length={cfg.queue_length} and "
+                              f"queue_start_epoch={cfg.queue_start_epoch} must be >= 0")
+
+    @property
+    def network(self) -> SwAVNetwork:
+        cfg = self.config.method
+        size = max(group.size for group in self.config.views.values())
+        return SwAVNetwork(
+            backbone=build_backbone(self.config.model, image_size=size, dtype=self.dtype),
+            projector=heads.MLPHead(hidden_dim=cfg.projector_hidden_dim,
+                                    out_dim=cfg.projector_dim, num_layers=2, dtype=self.dtype),
+            num_prototypes=cfg.num_prototypes, dtype=self.dtype)
+
+    @property
+    def queue_start_step(self) -> int:
+        """First step whose projections enter the queue."""
+        return round(self.config.method.queue_start_epoch * self.length.steps_per_epoch)
+
+    def queue_use_step(self, batch_size: int) -> int:
+        """First step that uses the queue: once it is full."""
+        length = self.config.method.queue_length
+        return self.queue_start_step + math.ceil(length / batch_size)
+
+    def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
+        params, batch_stats = init_variables(self.network, rng, batch["views"][0])
+        state = {"batch_stats": batch_stats}
+        cfg = self.config.method
+        if cfg.queue_length:
+            state["queue"] = jnp.zeros(
+                (cfg.num_assign_crops, cfg.queue_length, cfg.projector_dim), jnp.float32)
+        return params, state
+
+    def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
+             step: jax.Array) -> LossOutput:
+        cfg = self.config.method
+        params = heads.normalize_prototypes(params)
+        outputs, batch_stats = forward(self.network, params, state["batch_stats"],
+                                       batch["views"], train=True, rng=rng)
+        scores = [out["scores"].astype(jnp.float32) for out in outputs]
+        swav = dict(num_assign_crops=cfg.num_assign_crops, temperature=cfg.temperature,
+                    epsilon=cfg.epsilon, iterations=cfg.sinkhorn_iterations)
+        loss = losses.swav_loss(scores, **swav)
+        new_state = {"batch_stats": batch_stats}
+        metrics = {"embedding_std": losses.embedding_std(outputs[0]["projection"])}
+        if "queue" in state:
+            queue = state["queue"]
+            prototypes = jax.lax.stop_gradient(params["prototypes"]["prototypes"])
+            queue_scores = jnp.einsum("aqd,kd->aqk", queue, prototypes.astype(jnp.float32))
+            in_use = step >= self.queue_use_step(scores[0].shape[0])
+            loss = jnp.where(in_use, losses.swav_loss(scores, **swav, queue_scores=queue_scores),
+                             loss)
+            projections = jnp.stack([out["projection"] for out in
+                                     outputs[:cfg.num_assign_crops]]).astype(jnp.float32)
+            new_state["queue"] = jnp.where(step >= self.queue_start_step,
+                                           push(queue, jax.lax.stop_gradient(projections)), queue)
+            metrics["queue_in_use"] = in_use.astype(jnp.float32)
+        return loss, (new_state, metrics)
+
+    def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
+        variables = {"params": params, "batch_stats": state["batch_stats"]}
+        return self.network.apply(variables, images, train=False, features_only=True)["features"]
+
+
+def push(queue: jax.Array, entries: jax.Array) -> jax.Array:
+    """FIFO: `entries` [A, B, D] enter at the front of `queue` [A, Q, D] (newest
+    first) and the oldest B rows fall off the end."""
+    return jnp.concatenate([entries, queue], axis=1)[:, :queue.shape[1]]

@@ -1,0 +1,73 @@
+"""MoCo v3: the key encoder gets no gradient, its momentum goes 0.99 -> 1, the heads
+follow the official code, and the ResNet and ViT recipes train sharded and resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from helpers import (
+    assert_sharded_step_matches,
+    assert_trains_and_resumes,
+    load_config,
+    small_fmnist_npz,
+    tiny_config,
+)
+from test_byol import (
+    check_recipes_build,
+    check_target_gets_no_gradient,
+    check_target_is_copy_then_ema,
+    momentum_at,
+    tiny_method,
+)
+
+RESNET = "configs/mocov3_resnet50.py"
+VIT = "configs/mocov3_vits.py"
+
+
+@pytest.fixture(scope="module")
+def npz(tmp_path_factory):
+    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
+
+
+def test_recipes_build():
+    check_recipes_build([RESNET, VIT, "configs/mocov3_vitb.py",
+                         "configs/mocov3_resnet18_cifar10.py"])
+
+
+@pytest.mark.parametrize("path", [RESNET, VIT])
+def test_key_encoder_gets_no_gradient(path):
+    check_target_gets_no_gradient(path)
+
+
+def test_key_encoder_is_copy_then_ema():
+    check_target_is_copy_then_ema(RESNET, base_momentum=0.99)
+
+
+def test_momentum_schedule_start_middle_end():
+    np.testing.assert_allclose(momentum_at(RESNET, 400, (0, 200, 400)), [0.99, 0.995, 1.0],
+                               rtol=0, atol=1e-7)
+
+
+def test_heads_follow_the_official_code():
+    """ResNet: 2-layer projector, predictor without output BN; ViT: 3-layer projector,
+    predictor with output BN; no biases anywhere, no affine output BN."""
+    _, _, params, state = tiny_method(RESNET)
+    assert sorted(params["projector"]) == ["bn0", "dense0", "dense1"]
+    assert sorted(params["predictor"]) == ["bn0", "dense0", "dense1"]
+    assert sorted(state["batch_stats"]["predictor"]) == ["bn0"]
+    _, _, params, state = tiny_method(VIT)
+    assert sorted(params["projector"]) == ["bn0", "bn1", "dense0", "dense1", "dense2"]
+    assert sorted(state["batch_stats"]["predictor"]) == ["bn0", "bn1"]
+    for head in ("projector", "predictor"):
+        assert all("bias" not in layer for name, layer in params[head].items()
+                   if name.startswith("dense"))
+    assert "patch_embed" in params["backbone"]
+    assert load_config(VIT).optim.frozen.patch_embed >= 1e9
+
+
+def test_mocov3_step_on_8_devices_equals_1_device(tmp_path):
+    assert_sharded_step_matches(tiny_config(RESNET), tmp_path)
+
+
+def test_mocov3_trains_and_resumes(npz, tmp_path):
+    assert_trains_and_resumes(RESNET, npz, str(tmp_path / "run"))
