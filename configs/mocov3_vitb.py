@@ -6,7 +6,8 @@ official CONFIG.md ViT-Base setup, 300 epochs, 76.7% linear top-1).
 The ViT-S recipe (configs/mocov3_vits.py) with a ViT-B/16: batch 4096, AdamW lr
 1.5e-4 x B/256, wd 0.1, 40 warmup epochs, 300 epochs, temperature 0.2, momentum
 0.99 -> 1, sin-cos position embedding, frozen random patch projection.
-`:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe.
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe
+(narrower heads, fewer steps).
 """
 
 import importlib.util

@@ -6,7 +6,8 @@ r"""SimSiam, ResNet-18 with the CIFAR stem on CIFAR-10 (Chen & He 2021, Appendix
 Batch 512, SGD momentum 0.9, lr 0.03 x B/256, wd 5e-4, cosine without warmup, 800 epochs,
 predictor at the fixed initial lr. Projector: 2 x (Dense 2048 - BN), output BN without
 affine; predictor: Dense 512 - BN - ReLU - Dense 2048. Views as on ImageNet without blur.
-`:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe.
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe
+(narrower heads, fewer steps).
 """
 
 from sslx.config_defaults import base_config, view_group, with_variant
@@ -49,4 +50,5 @@ def get_config(arg=None):
     config.checkpoint.every_steps = 5000
     return with_variant(config, arg, runlocal_overrides={
         "method.projector_hidden_dim": 512, "method.projector_dim": 512,
-        "method.predictor_hidden_dim": 128})
+        "method.predictor_hidden_dim": 128,
+        "train.steps": 100})  # ~5 CPU minutes

@@ -163,8 +163,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 _check_finite(values, step)
                 writer.write(step, {**values, **throughput.measure(step)})
             run.checkpointer.save(step, state, description, force=step == total_steps)
+    finally:  # also when interrupted: saves in flight complete, logs are flushed
         run.checkpointer.wait()
-    finally:
         writer.close()
     results: dict[str, Any] = {"step": int(state.step)}
     if config.eval.knn:

@@ -29,8 +29,8 @@ def npz(tmp_path_factory):
     return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
-def _method(config, length=TrainLength(total_steps=100, steps_per_epoch=10)):
-    method = methods.build(config, length)
+def _method(config, length: TrainLength | None = None):
+    method = methods.build(config, length or TrainLength(total_steps=100, steps_per_epoch=10))
     method.check_config()
     return method
 
@@ -45,7 +45,7 @@ def test_recipes_load_and_check(path):
     for arg in (None, "runlocal"):
         config = load_config(path, arg)
         _method(config).check_config()
-        assert config.optim.frozen.last_layer == (1.0 if arg is None else 0.1)
+        assert config.optim.frozen.last_layer == (1.0 if arg is None else 0.02)
     full = load_config(path)
     assert full.views.global_crops.count == 2 and full.views.global_crops.size == 224
     assert full.views.local_crops.size == 96

@@ -80,7 +80,7 @@ def test_pipeline_emits_masks_only_when_configured(with_masks):
 def test_mask_config_errors():
     config = _config(True)
     config.masks.ratio = (0.5, 0.1)
-    with pytest.raises(ConfigError, match="config.masks.ratio"):
+    with pytest.raises(ConfigError, match=r"config\.masks\.ratio"):
         pipeline.example_batch(config, 2)
     config = _config(True)
     config.model.patch_size = 5

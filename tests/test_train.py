@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 from helpers import (
@@ -15,6 +16,7 @@ from helpers import (
 )
 
 from sslx import train
+from sslx.data import pipeline
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +48,27 @@ def test_finished_run_is_not_retrained(npz, tmp_path):
     again = train.train_and_evaluate(config, workdir)
     assert again["step"] == 2
     assert logged_steps(workdir) == [1, 2]
+
+
+def test_resume_equals_uninterrupted(npz, tmp_path, monkeypatch):
+    config = tiny_config(npz=npz, **{"eval.knn": False, "train.steps": 4})
+    train.train_and_evaluate(config, str(tmp_path / "straight"))
+
+    stream = pipeline.train_iterator
+
+    def preempted_after_two_steps(*args, **kwargs):
+        batches = stream(*args, **kwargs)
+        yield next(batches)
+        yield next(batches)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "train_iterator", preempted_after_two_steps)
+    with pytest.raises(KeyboardInterrupt):
+        train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    monkeypatch.undo()
+    assert train.train_and_evaluate(config, str(tmp_path / "resumed"))["step"] == 4
+
+    straight = train.prepare(config, str(tmp_path / "straight")).restore_state()
+    resumed = train.prepare(config, str(tmp_path / "resumed")).restore_state()
+    for a, b in zip(jax.tree.leaves(straight), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

@@ -3,8 +3,9 @@
 Each host reads its own shard and yields its share of the global batch as numpy;
 the trainer assembles the global jax.Array. All work runs in a bounded private
 tf.data threadpool so XLA keeps its cores, and all randomness is seeded from
-`config.seed`, the host and the step: the same config and `start_step` give
-the same batches, and a run resumed at a later step draws fresh ones.
+`config.seed` and the host: the stream of batches is a fixed function of the
+config, and `start_step` starts it at that batch, so a resumed run sees exactly
+the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -43,8 +44,10 @@ def train_iterator(
     global crop (see `sslx.data.masks`).
 
     `source` replaces `config.data`'s train split (e.g. `from_arrays(...)`); its
-    own process index/count are then used. The shuffle order depends on
-    `start_step`, so a resumed run does not replay the epoch it started with."""
+    own process index/count are then used. `start_step` skips the batches before
+    it (without augmenting them), so resuming continues the uninterrupted stream;
+    skipping reads the skipped examples, which is cheap for cached and in-memory
+    sources."""
     specs = view_specs(config.views)
     if start_step < 0:
         raise ConfigError(f"start_step={start_step} must be >= 0")
@@ -63,8 +66,9 @@ def train_iterator(
     if config.data.cache and not source.in_memory:
         dataset = dataset.cache()
     if config.data.shuffle_buffer > 1:
-        seed = _shuffle_seed(config.seed, source.process_index, start_step)
-        dataset = dataset.shuffle(config.data.shuffle_buffer, seed=seed)
+        seed = _shuffle_seed(config.seed, source.process_index)
+        dataset = dataset.shuffle(config.data.shuffle_buffer, seed=seed,
+                                  reshuffle_each_iteration=True)
     base_seed = tf.constant([config.seed, source.process_index], tf.int64)
     mean, std = tuple(config.data.mean), tuple(config.data.std)
     layout = mask_layout(config)
@@ -79,7 +83,8 @@ def train_iterator(
 
     dataset = (
         dataset.repeat()
-        .enumerate(start=start_step * local_batch)  # counts elements over the whole run
+        .enumerate()  # counts elements over the whole run: seeds their augmentation
+        .skip(start_step * local_batch)
         .map(to_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(local_batch, drop_remainder=True)
     )
@@ -177,9 +182,9 @@ def _local_batch(batch_size: int, process_count: int, name: str) -> int:
     return batch_size // process_count
 
 
-def _shuffle_seed(seed: int, process_index: int, start_step: int) -> int:
-    """One tf.data shuffle seed per (run seed, host, start step)."""
-    state = np.random.SeedSequence([seed % 2**32, process_index, start_step])
+def _shuffle_seed(seed: int, process_index: int) -> int:
+    """One tf.data shuffle seed per (run seed, host); epochs reshuffle from it."""
+    state = np.random.SeedSequence([seed % 2**32, process_index])
     return int(state.generate_state(1)[0])
 
 
