@@ -13,7 +13,8 @@ Deviation: solo-learn's LARS uses trust coefficient eta = 0.02 with `clip_lr`; s
 LARS fixes eta = 1e-3 (the ImageNet recipes' value) without clipping, so weights take
 smaller steps than in solo-learn.
 
-`:runlocal` shrinks it to a CPU run on Fashion-MNIST with a 4096-row support set.
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST with a 4096-row support set and
+512/1024-wide projector/predictor hidden layers.
 """
 
 from sslx.config_defaults import base_config, view_group, with_variant
@@ -53,4 +54,6 @@ def get_config(arg=None):
     config.train.batch_size = 256
     config.train.epochs = 1000.0
     config.checkpoint.every_steps = 5000
-    return with_variant(config, arg, runlocal_overrides={"method.queue_size": 4096})
+    return with_variant(config, arg, runlocal_overrides={
+        "method.queue_size": 4096, "method.projector_hidden_dim": 512,
+        "method.predictor_hidden_dim": 1024})

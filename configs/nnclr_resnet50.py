@@ -13,7 +13,8 @@ grayscale p 0.2, blur p 1.0 / 0.1, solarize p 0 / 0.2.
 
 The support set starts as random unit vectors and each step enqueues the first
 view's projections of the whole global batch (see sslx/methods/nnclr.py).
-`:runlocal` shrinks it to a CPU run on Fashion-MNIST with a 4096-row support set.
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST with a 4096-row support set and
+512/1024-wide projector/predictor hidden layers.
 """
 
 from sslx.config_defaults import base_config, view_group, with_variant
@@ -53,4 +54,6 @@ def get_config(arg=None):
     config.train.batch_size = 4096
     config.train.epochs = 1000.0
     config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides={"method.queue_size": 4096})
+    return with_variant(config, arg, runlocal_overrides={
+        "method.queue_size": 4096, "method.projector_hidden_dim": 512,
+        "method.predictor_hidden_dim": 1024})
