@@ -16,20 +16,12 @@ smaller steps than in solo-learn.
 `:runlocal` shrinks it to a CPU run on Fashion-MNIST with a 512-wide projector.
 """
 
-from sslx.config_defaults import base_config, view_group, with_variant
+from sslx.config_defaults import base_config, cifar10_data, view_group, with_variant
 
 
 def get_config(arg=None):
     config = base_config()
-    config.data.source = "tfds"
-    config.data.name = "cifar10"
-    config.data.train_split = "train"
-    config.data.eval_split = "test"
-    config.data.path = ""  # TFDS default data_dir
-    config.data.image_size = 32
-    config.data.mean = (0.4914, 0.4822, 0.4465)
-    config.data.std = (0.2470, 0.2435, 0.2616)
-    config.data.shuffle_buffer = 50_000
+    cifar10_data(config)
     config.views.global_crops = view_group(
         count=2, size=32, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
         contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=0.0,

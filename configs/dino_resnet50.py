@@ -19,13 +19,12 @@ mode, as the official code) and keeps its own running averages for evaluation.
 configs/dino_vits16.py.
 """
 
-from sslx.config_defaults import base_config, with_variant
+from sslx.config_defaults import base_config, imagenet_data, with_variant
 from sslx.methods.dino import (
     dino_method_config,
     dino_optim,
     dino_runlocal,
     dino_views,
-    imagenet_data,
 )
 
 

@@ -15,13 +15,12 @@ the README warns that removing it is only safe for ViT-S.
 `:runlocal`: the same shrink as configs/dino_vits16.py.
 """
 
-from sslx.config_defaults import base_config, with_variant
+from sslx.config_defaults import base_config, imagenet_data, with_variant
 from sslx.methods.dino import (
     dino_method_config,
     dino_optim,
     dino_runlocal,
     dino_views,
-    imagenet_data,
 )
 
 

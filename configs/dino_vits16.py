@@ -20,13 +20,12 @@ p 0 / 0.2; local crops 96 px, scale (0.05, 0.4), blur p 0.5; colour jitter
 512-512-128 -> 1024) with the same recipe for 70 steps of 128 (see `dino_runlocal`).
 """
 
-from sslx.config_defaults import base_config, with_variant
+from sslx.config_defaults import base_config, imagenet_data, with_variant
 from sslx.methods.dino import (
     dino_method_config,
     dino_optim,
     dino_runlocal,
     dino_views,
-    imagenet_data,
 )
 
 

@@ -12,13 +12,12 @@ global crop and 144 per local crop, about 4x the compute of ViT-S/16 per image.
 `:runlocal`: the same shrink as configs/dino_vits16.py (patches of 4 px).
 """
 
-from sslx.config_defaults import base_config, with_variant
+from sslx.config_defaults import base_config, imagenet_data, with_variant
 from sslx.methods.dino import (
     dino_method_config,
     dino_optim,
     dino_runlocal,
     dino_views,
-    imagenet_data,
 )
 
 

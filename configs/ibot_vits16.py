@@ -20,14 +20,13 @@ r ~ U(0.1, 0.5), block aspect ratios in (0.3, 1/0.3), from the first epoch.
 above, + 4x12 px crops; head 512-512-128 -> 1024) for 70 steps of 128 (see `dino_runlocal`).
 """
 
-from sslx.config_defaults import base_config, with_variant
+from sslx.config_defaults import base_config, imagenet_data, with_variant
 from sslx.data.masks import mask_config
 from sslx.methods.dino import (
     dino_method_config,
     dino_optim,
     dino_runlocal,
     dino_views,
-    imagenet_data,
 )
 
 

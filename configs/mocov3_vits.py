@@ -14,20 +14,12 @@ crop scale 0.08-1. (The official ViT-S has 12 heads; sslx's ViT-S has DeiT's 6.)
 (narrower heads, fewer steps).
 """
 
-from sslx.config_defaults import base_config, view_group, with_variant
+from sslx.config_defaults import base_config, imagenet_data, view_group, with_variant
 
 
 def get_config(arg=None, model: str = "vit_s"):
     config = base_config()
-    config.data.source = "tfds"
-    config.data.name = "imagenet2012"
-    config.data.train_split = "train"
-    config.data.eval_split = "validation"
-    config.data.path = ""  # TFDS default data_dir
-    config.data.image_size = 256  # eval: resize to 256, center-crop 224
-    config.data.cache = False
-    config.data.mean = (0.485, 0.456, 0.406)
-    config.data.std = (0.229, 0.224, 0.225)
+    imagenet_data(config)
     config.views.global_crops = view_group(
         count=2, size=224, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
         contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=(1.0, 0.1),

@@ -12,20 +12,12 @@ p 0.8, grayscale p 0.2, blur p 0.5, flip; both views alike.
 (narrower heads, fewer steps).
 """
 
-from sslx.config_defaults import base_config, view_group, with_variant
+from sslx.config_defaults import base_config, imagenet_data, view_group, with_variant
 
 
 def get_config(arg=None):
     config = base_config()
-    config.data.source = "tfds"
-    config.data.name = "imagenet2012"
-    config.data.train_split = "train"
-    config.data.eval_split = "validation"
-    config.data.path = ""  # TFDS default data_dir
-    config.data.image_size = 256  # eval: resize to 256, center-crop 224
-    config.data.cache = False
-    config.data.mean = (0.485, 0.456, 0.406)
-    config.data.std = (0.229, 0.224, 0.225)
+    imagenet_data(config)
     config.views.global_crops = view_group(
         count=2, size=224, crop_scale=(0.2, 1.0), jitter_prob=0.8, brightness=0.4,
         contrast=0.4, saturation=0.4, hue=0.1, grayscale_prob=0.2, blur_prob=0.5,

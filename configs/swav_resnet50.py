@@ -20,7 +20,13 @@ The small-batch recipe (Appendix A, `swav_200ep_bs256_pretrain.sh`):
 a 512-entry queue) with the same losses, augmentations and optimizer.
 """
 
-from sslx.config_defaults import base_config, color_distortion, view_group, with_variant
+from sslx.config_defaults import (
+    base_config,
+    color_distortion,
+    imagenet_data,
+    view_group,
+    with_variant,
+)
 
 AUGMENT = dict(jitter_prob=0.8, **color_distortion(1.0), grayscale_prob=0.2, blur_prob=0.5,
                solarize_prob=0.0)
@@ -28,15 +34,7 @@ AUGMENT = dict(jitter_prob=0.8, **color_distortion(1.0), grayscale_prob=0.2, blu
 
 def get_config(arg=None):
     config = base_config()
-    config.data.source = "tfds"
-    config.data.name = "imagenet2012"
-    config.data.train_split = "train"
-    config.data.eval_split = "validation"
-    config.data.path = ""  # TFDS default data_dir
-    config.data.image_size = 256  # eval: resize to 256, center-crop 224
-    config.data.cache = False
-    config.data.mean = (0.485, 0.456, 0.406)
-    config.data.std = (0.229, 0.224, 0.225)
+    imagenet_data(config)
     config.views.global_crops = view_group(count=2, size=224, crop_scale=(0.14, 1.0), **AUGMENT)
     config.views.local_crops = view_group(count=6, size=96, crop_scale=(0.05, 0.14), **AUGMENT)
 

@@ -15,6 +15,8 @@ FASHION_MNIST_IDX_DIR = "/usr/share/datasets/fashion-mnist"
 # ImageNet statistics, the usual normalisation of every published recipe.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 FASHION_MNIST_MEAN = (0.286, 0.286, 0.286)
 FASHION_MNIST_STD = (0.353, 0.353, 0.353)
 
@@ -60,6 +62,21 @@ def color_distortion(strength: float) -> dict[str, float]:
     (1.0 for ImageNet, 0.5 for CIFAR; Chen et al. 2020, Appendix A)."""
     return dict(brightness=0.8 * strength, contrast=0.8 * strength,
                 saturation=0.8 * strength, hue=0.2 * strength)
+
+
+def imagenet_data(config: ml_collections.ConfigDict) -> None:
+    """ImageNet-1k from TFDS (prepared in the default data_dir) with the usual
+    normalisation; evaluation resizes to 256 and center-crops the view size."""
+    config.data.update(dict(
+        source="tfds", name="imagenet2012", train_split="train", eval_split="validation",
+        path="", image_size=256, cache=False, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+
+
+def cifar10_data(config: ml_collections.ConfigDict) -> None:
+    """CIFAR-10 from TFDS (prepared in the default data_dir), whole split in memory."""
+    config.data.update(dict(
+        source="tfds", name="cifar10", train_split="train", eval_split="test", path="",
+        image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD, shuffle_buffer=50_000))
 
 
 def base_config() -> ml_collections.ConfigDict:

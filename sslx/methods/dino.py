@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from sslx import losses
-from sslx.config_defaults import IMAGENET_MEAN, IMAGENET_STD, view_group
+from sslx.config_defaults import view_group
 from sslx.data.views import global_view_count
 from sslx.errors import ConfigError
 from sslx.methods import register
@@ -68,21 +68,6 @@ def dino_method_config(
         center_momentum=0.9,
         **extra,
     ))
-
-
-def imagenet_data(config: ml_collections.ConfigDict) -> None:
-    """ImageNet from TFDS with the usual normalisation; eval resizes to 256 and
-    center-crops 224. (Shared by the DINO/iBOT recipes.)"""
-    data = config.data
-    data.source = "tfds"
-    data.name = "imagenet2012"
-    data.train_split = "train"
-    data.eval_split = "validation"
-    data.path = ""  # TFDS default data_dir
-    data.image_size = 256
-    data.cache = False
-    data.mean = IMAGENET_MEAN
-    data.std = IMAGENET_STD
 
 
 def dino_views(local_count: int, global_scale: tuple[float, float] = (0.4, 1.0),
