@@ -10,6 +10,7 @@ os.environ.setdefault("JAX_NUM_CPU_DEVICES", "8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import jax
+import pytest
 import tensorflow as tf
 from absl import flags
 
@@ -19,3 +20,11 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 tf.config.set_visible_devices([], "GPU")
 flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope="session")
+def npz(tmp_path_factory):
+    """A few hundred Fashion-MNIST images as an `arrays` source, for end-to-end runs."""
+    from helpers import small_fmnist_npz
+
+    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))

@@ -6,12 +6,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
     load_config,
-    small_fmnist_npz,
     synthetic_batch,
     tiny_config,
 )
@@ -21,10 +19,6 @@ from sslx.methods.base import TrainLength
 
 RECIPE = "configs/barlow_twins_resnet50.py"
 
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
 def test_recipe_projector_is_8192_wide_and_runlocal_shrinks_it():

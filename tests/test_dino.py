@@ -11,7 +11,6 @@ from helpers import (
     assert_trains_and_resumes,
     load_config,
     run_steps,
-    small_fmnist_npz,
     synthetic_batch,
     tiny_config,
 )
@@ -23,10 +22,6 @@ RECIPE = "configs/dino_vits16.py"
 RECIPES = ["configs/dino_vits16.py", "configs/dino_vitb.py", "configs/dino_vits8.py",
            "configs/dino_resnet50.py", "configs/ibot_vits16.py"]
 
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
 def _method(config, length: TrainLength | None = None):

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import jax
 import numpy as np
-import pytest
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
-    small_fmnist_npz,
     synthetic_batch,
     tiny_config,
 )
@@ -19,10 +17,6 @@ from sslx.methods.base import TrainLength
 
 RECIPE = "configs/ibot_vits16.py"
 
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
 def test_patch_loss_uses_masks_and_teacher_gets_no_gradient():

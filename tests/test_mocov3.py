@@ -9,7 +9,6 @@ from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
     load_config,
-    small_fmnist_npz,
     tiny_config,
 )
 from test_byol import (
@@ -23,10 +22,6 @@ from test_byol import (
 RESNET = "configs/mocov3_resnet50.py"
 VIT = "configs/mocov3_vits.py"
 
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
 def test_recipes_build():

@@ -10,7 +10,6 @@ import pytest
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
-    small_fmnist_npz,
     synthetic_batch,
     tiny_config,
 )
@@ -22,10 +21,6 @@ from sslx.methods.nnclr import enqueue
 
 RECIPE = "configs/nnclr_resnet50.py"
 
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
 def test_enqueue_is_fifo_and_wraps():

@@ -8,11 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import pytest
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
-    small_fmnist_npz,
     tiny_config,
 )
 from test_byol import check_recipes_build, tiny_method
@@ -22,10 +20,6 @@ from sslx.methods.simsiam import forward_each_view
 
 RECIPE = "configs/simsiam_resnet50.py"
 
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
 def _neg_cos(p: jax.Array, z: jax.Array) -> jax.Array:

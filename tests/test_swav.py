@@ -6,11 +6,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
-    small_fmnist_npz,
     synthetic_batch,
     tiny_config,
 )
@@ -23,10 +21,6 @@ from sslx.models.heads import normalize_prototypes
 
 RECIPE = "configs/swav_resnet50.py"
 
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
 def build(steps_per_epoch: int = 10, **overrides):

@@ -11,17 +11,11 @@ from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
     logged_steps,
-    small_fmnist_npz,
     tiny_config,
 )
 
 from sslx import train
 from sslx.data import pipeline
-
-
-@pytest.fixture(scope="module")
-def npz(tmp_path_factory):
-    return small_fmnist_npz(str(tmp_path_factory.mktemp("data") / "fmnist_small.npz"))
 
 
 def test_simclr_step_on_8_devices_equals_1_device(tmp_path):
