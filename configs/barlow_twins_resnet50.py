@@ -4,15 +4,12 @@ Self-Supervised Learning via Redundancy Reduction", Sec. 2-3 and Appendix A).
     python -m sslx.main --config=configs/barlow_twins_resnet50.py --workdir=gs://BUCKET/barlow_r50
 
 Batch 2048, 1000 epochs, LARS (biases and BN params excluded from weight decay and
-LARS adaptation), lr 0.2 x B/256 with 10 warmup epochs then cosine down to 1/1000
-of the peak, wd 1.5e-6, λ = 0.0051, projector 8192-8192-8192 (Linear-BN-ReLU x 2,
-final Linear; the affine-free BN of each branch's output is in the loss). BYOL's
+LARS adaptation), lr 0.2 x B/256 for the weights and 0.0048 x B/256 for biases and
+BN params (`optim.lr_multipliers`), 10 warmup epochs then cosine down to 1/1000 of
+the peak, wd 1.5e-6, λ = 0.0051, projector 8192-8192-8192 (Linear-BN-ReLU x 2, final
+Linear; the affine-free BN of each branch's output is in the loss). BYOL's
 augmentations: crop 0.08-1, colour jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2,
 blur p 1.0 / 0.1, solarize p 0 / 0.2.
-
-Deviation: the paper uses lr 0.0048 x B/256 for biases and BN parameters, which
-needs a per-parameter lr factor that `config.optim` does not have; like most
-reproductions (solo-learn, lightly) this recipe uses the weights' lr 0.2 for all.
 
 `:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe and a
 512-wide projector.
@@ -44,6 +41,7 @@ def get_config(arg=None):
     config.optim.warmup_epochs = 10.0
     config.optim.weight_decay = 1.5e-6
     config.optim.exclude_bias_and_norm = True
+    config.optim.lr_multipliers["(bias|scale)$"] = 0.0048 / 0.2  # BN scales are "scale"
     config.train.batch_size = 2048
     config.train.epochs = 1000.0
     config.checkpoint.every_steps = 2500

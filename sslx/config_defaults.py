@@ -128,6 +128,7 @@ def base_config() -> ml_collections.ConfigDict:
         exclude_bias_and_norm=True,        # from weight decay and LARS adaptation
         frozen=ml_collections.ConfigDict(),  # {regex searched in param paths: epochs frozen}
         constant_lr=(),                    # regexes of params kept at the peak lr
+        lr_multipliers=ml_collections.ConfigDict(),  # {regex: factor of the lr}
     ))
 
     c.train = ml_collections.ConfigDict(dict(

@@ -11,11 +11,13 @@ the learning-rate schedule (for logging). The chain, outermost first:
         sgd    add_decayed_weights (L2, PyTorch semantics) -> trace -> lr
 
 where `lr` is `scale_by_learning_rate(schedule)`, or, with `constant_lr`, an
-`optax.partition` of it and `scale_by_learning_rate(peak)` by param path.
+`optax.partition` of it and `scale_by_learning_rate(peak)` by param path,
+followed, with `lr_multipliers`, by a fixed per-param factor of the lr
+(Barlow Twins' 0.0048/0.2 for biases and norms).
 
 Param paths are the keys of the param tree joined by '/', e.g.
 `backbone/patch_embed/kernel` or `projector/Dense_0/bias` (see `param_paths`).
-The regexes of `frozen` and `constant_lr` are matched with `re.search`: a
+The regexes of `frozen`, `constant_lr` and `lr_multipliers` are matched with `re.search`: a
 pattern matches anywhere in the path (`last_layer`, `.*last_layer.*` and
 `^head/last_layer/` all work; anchor with ^ and $ to be exact). Dot-free
 patterns can be plain ConfigDict keys; patterns with dots need
@@ -31,7 +33,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -110,12 +112,16 @@ def build_optimizer(
         _check_unit_interval("momentum", c.momentum)
     freeze_rules = _frozen_rules(c.frozen, steps_per_epoch)
     constant_patterns = _compile_patterns("constant_lr", c.constant_lr)
+    multiplier_rules = _pattern_rules("lr_multipliers", c.lr_multipliers, "a factor > 0",
+                                      lambda factor: factor > 0)
 
     lr_schedule = warmup_cosine(peak_lr, total_steps, warmup_steps, c.min_lr)
     weight_decay = (cosine_ramp(c.weight_decay, c.weight_decay_end, total_steps)
                     if c.weight_decay_end >= 0 else float(c.weight_decay))
     decay_mask = _matrices_only if c.exclude_bias_and_norm else None
-    scale_by_lr = _scale_by_lr(lr_schedule, peak_lr, constant_patterns)
+    scale_by_lr = optax.chain(_scale_by_lr(lr_schedule, peak_lr, constant_patterns),
+                              *([scale_by_lr_multipliers(multiplier_rules)]
+                                if multiplier_rules else []))
     momentum = [optax.trace(decay=c.momentum)] if c.momentum > 0 else []  # no buffer if unused
 
     if name == "lars":
@@ -210,6 +216,31 @@ def _scale_by_lr(
         {"scheduled": scheduled, "constant": optax.scale_by_learning_rate(peak_lr)}, labels)
 
 
+def scale_by_lr_multipliers(
+    rules: Sequence[tuple[re.Pattern, float]]
+) -> optax.GradientTransformation:
+    """Multiplies the update of each param whose path matches a rule `(regex, factor)`
+    by `factor` (the product when several match): a per-param-group lr that
+    follows the same schedule. Stateless, so adding it keeps checkpoints valid."""
+
+    def factors(tree: PyTree) -> PyTree:
+        paths = param_paths(tree)
+        _check_patterns_match("lr_multipliers", [p for p, _ in rules], paths)
+        return jax.tree.map(
+            lambda path: math.prod(f for p, f in rules if p.search(path)), paths)
+
+    def init(params: PyTree) -> optax.EmptyState:
+        factors(params)  # a pattern matching nothing fails here, before compiling
+        return optax.EmptyState()
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(lambda u, f: u * f if f != 1 else u, updates,
+                            factors(updates)), state
+
+    return optax.GradientTransformation(init, update)
+
+
 def _matrices_only(tree: PyTree) -> PyTree:
     """True for params with 2+ dims: biases, norm scales and scalars (ndim <= 1)
     get no weight decay and no LARS adaptation (SimCLR, BYOL, Barlow, DINO)."""
@@ -223,19 +254,26 @@ def _epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
 
 
 def _frozen_rules(frozen: Any, steps_per_epoch: int) -> list[tuple[re.Pattern, int]]:
+    rules = _pattern_rules("frozen", frozen, "a number of epochs >= 0",
+                           lambda epochs: epochs >= 0)
+    steps = [(pattern, _epochs_to_steps(epochs, steps_per_epoch)) for pattern, epochs in rules]
+    return [(pattern, n) for pattern, n in steps if n > 0]
+
+
+def _pattern_rules(field: str, mapping: Any, requirement: str,
+                   is_valid: Callable[[float], bool]) -> list[tuple[re.Pattern, float]]:
+    """`config.optim.<field>` ({regex: number}) as compiled `(pattern, number)` pairs,
+    each number checked by `is_valid` (false for nan and non-numbers)."""
     rules = []
-    for pattern, epochs in (frozen.items() if frozen is not None else ()):
-        (compiled,) = _compile_patterns("frozen", (pattern,))
+    for pattern, value in (mapping.items() if mapping is not None else ()):
+        (compiled,) = _compile_patterns(field, (pattern,))
         try:
-            epochs_ok = float(epochs) >= 0  # False for nan
+            number = float(value)
         except (TypeError, ValueError):
-            epochs_ok = False
-        if not epochs_ok:
-            raise ConfigError(f"config.optim.frozen[{pattern!r}]={epochs!r} must be a number "
-                              "of epochs >= 0")
-        steps = _epochs_to_steps(epochs, steps_per_epoch)
-        if steps > 0:
-            rules.append((compiled, steps))
+            number = math.nan
+        if math.isnan(number) or not is_valid(number):
+            raise ConfigError(f"config.optim.{field}[{pattern!r}]={value!r} must be {requirement}")
+        rules.append((compiled, number))
     return rules
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
+import re
+import sys
+from unittest import mock
 
 import jax
 import numpy as np
@@ -41,31 +45,55 @@ def load_config(relative_path: str, arg: str | None = None):
 
 def tiny_config(path: str = "configs/simclr_resnet50.py", npz: str | None = None,
                 **overrides):
-    """A recipe's `:runlocal` variant shrunk to seconds: views <= 16 px, width-8 ResNet
-    or 2-block ViT, batch 16, 2 steps, no warmup; `overrides` are dotted keys,
-    e.g. `**{"optim.base_lr": 0.1}`. Method fields (heads, queues) are the
-    recipe's unless overridden."""
+    """A recipe's `:runlocal` variant shrunk to seconds (see `tiny_overrides`);
+    `overrides` are dotted keys, e.g. `**{"optim.base_lr": 0.1}`."""
     config = load_config(path, "runlocal")
     config.unlock()
-    largest = max(group.size for group in config.views.values())
-    for group in config.views.values():
-        group.size = max(4, group.size * 16 // largest // 4 * 4)
-    config.model.width = 8
-    config.model.depth = 2
-    config.train.batch_size = 16
-    config.train.steps = 2
-    config.train.log_every = 1
-    config.optim.warmup_epochs = 0.0
-    config.checkpoint.every_steps = 1
-    config.eval.batch_size = 64
-    config.eval.knn_k = (5,)
-    if npz:
-        config.data.source = "arrays"
-        config.data.path = npz
-    for key, value in overrides.items():
+    for key, value in {**tiny_overrides(config, npz), **overrides}.items():
         config_defaults.set_field(config, key, value)
     config.lock()
     return config
+
+
+def tiny_overrides(runlocal_config, npz: str | None = None) -> dict:
+    """Dotted keys that shrink a `:runlocal` config to seconds: views <= 16 px, width-8
+    ResNet or 2-block ViT, batch 16, 2 steps, no warmup; read from `npz` if given.
+    Method fields (heads, queues) stay the recipe's."""
+    largest = max(group.size for group in runlocal_config.views.values())
+    overrides = {f"views.{name}.size": max(4, group.size * 16 // largest // 4 * 4)
+                 for name, group in runlocal_config.views.items()}
+    overrides.update({
+        "model.width": 8, "model.depth": 2, "train.batch_size": 16, "train.steps": 2,
+        "train.log_every": 1, "optim.warmup_epochs": 0.0, "checkpoint.every_steps": 1,
+        "eval.batch_size": 64, "eval.knn_k": (5,)})
+    if npz:
+        overrides.update({"data.source": "arrays", "data.path": npz})
+    return overrides
+
+
+def run_cli(path: str, workdir: str, npz: str, **overrides) -> None:
+    """`python -m sslx.main --config=PATH:runlocal --workdir=WORKDIR --config.k=v ...`
+    with the `tiny_overrides`, in this process (so compiles hit the warm cache)."""
+    from absl import flags
+
+    from sslx import main
+
+    fields = {**tiny_overrides(load_config(path, "runlocal"), npz), **overrides}
+    argv = ["sslx.main", f"--config={path}:runlocal", f"--workdir={workdir}",
+            "--distributed=off",
+            *(f"--config.{key}={value}" for key, value in fields.items())]
+    root_handlers, root_level = logging.root.handlers[:], logging.root.level
+    flags.FLAGS.unparse_flags()
+    try:
+        with mock.patch.object(sys, "argv", argv):  # config overrides are read from it
+            main.parse_flags(argv)
+        main.main(argv)
+    finally:  # main() configures logging for a terminal; give pytest its own back
+        logging.root.handlers[:] = root_handlers
+        logging.root.setLevel(root_level)
+        flags.FLAGS.unparse_flags()
+        for name in [name for name in flags.FLAGS if name.startswith("config.")]:
+            delattr(flags.FLAGS, name)  # the override flags this parse defined
 
 
 def synthetic_batch(config, seed: int = 0) -> dict:
@@ -111,16 +139,12 @@ def logged_steps(workdir: str) -> list[int]:
         return [json.loads(line)["step"] for line in f if '"loss"' in line]
 
 
-def assert_trains_and_resumes(path: str, npz: str, workdir: str) -> dict:
-    """The recipe's `:runlocal` trains 2 steps, then a longer run on the same workdir
-    resumes at step 2 and ends with a k-NN accuracy; returns the final results."""
-    first = train.train_and_evaluate(tiny_config(path, npz=npz, **{"eval.knn": False}),
-                                     workdir)
-    assert first["step"] == 2
+def assert_trains_and_resumes(path: str, npz: str, workdir: str, capsys) -> None:
+    """`python -m sslx.main --config=PATH:runlocal` trains 2 steps, then a longer run
+    on the same workdir resumes at step 2 and prints a k-NN accuracy."""
+    run_cli(path, workdir, npz, **{"eval.knn": False})
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
-    resumed = train.train_and_evaluate(tiny_config(path, npz=npz, **{"train.steps": 3}),
-                                       workdir)
-    assert resumed["step"] == 3
+    assert "k-NN" not in capsys.readouterr().out
+    run_cli(path, workdir, npz, **{"train.steps": 3})
     assert logged_steps(workdir) == [1, 2, 3]
-    assert 0.0 <= resumed["knn_top1_k5"] <= 1.0
-    return resumed
+    assert re.search(r"^k-NN top-1: [01]\.\d{4} \(k=5\)$", capsys.readouterr().out, re.M)

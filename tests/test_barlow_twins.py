@@ -3,6 +3,8 @@ projections (and its logged parts), and the shared train-loop checks."""
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,15 +18,28 @@ from helpers import (
 
 from sslx import losses, methods
 from sslx.methods.base import TrainLength
+from sslx.optim import param_paths
 
 RECIPE = "configs/barlow_twins_resnet50.py"
-
 
 
 def test_recipe_projector_is_8192_wide_and_runlocal_shrinks_it():
     assert load_config(RECIPE).method.projector_hidden_dim == 8192
     assert load_config(RECIPE).method.projector_dim == 8192
     assert load_config(RECIPE, "runlocal").method.projector_dim == 512
+
+
+def test_recipe_gives_biases_and_norms_their_own_lr():
+    """The paper's lr 0.0048 for biases and BN params (0.2 for weights) reaches every
+    vector param of the model and no matrix."""
+    config = tiny_config(RECIPE)
+    ((pattern, factor),) = config.optim.lr_multipliers.items()
+    np.testing.assert_allclose(factor * config.optim.base_lr, 0.0048)
+    method = methods.build(config, TrainLength(total_steps=2, steps_per_epoch=1))
+    params, _ = jax.eval_shape(method.init, jax.random.PRNGKey(0), synthetic_batch(config))
+    for path, leaf in zip(jax.tree.leaves(param_paths(params)), jax.tree.leaves(params),
+                          strict=True):
+        assert bool(re.search(pattern, path)) == (leaf.ndim == 1), path
 
 
 def test_loss_is_barlow_twins_of_the_projections_and_symmetric():
@@ -53,5 +68,5 @@ def test_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
 
 
-def test_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"))
+def test_trains_and_resumes(npz, tmp_path, capsys):
+    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

@@ -25,7 +25,6 @@ from sslx.methods.base import TrainLength
 RECIPE = "configs/byol_resnet50.py"
 
 
-
 def tiny_method(path: str, total_steps: int = 10):
     config = tiny_config(path)
     method = methods.build(config, TrainLength(total_steps=total_steps, steps_per_epoch=5))
@@ -130,5 +129,5 @@ def test_byol_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
 
 
-def test_byol_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"))
+def test_byol_trains_and_resumes(npz, tmp_path, capsys):
+    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

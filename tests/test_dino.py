@@ -23,7 +23,6 @@ RECIPES = ["configs/dino_vits16.py", "configs/dino_vitb.py", "configs/dino_vits8
            "configs/dino_resnet50.py", "configs/ibot_vits16.py"]
 
 
-
 def _method(config, length: TrainLength | None = None):
     method = methods.build(config, length or TrainLength(total_steps=100, steps_per_epoch=10))
     method.check_config()
@@ -111,5 +110,5 @@ def test_step_on_8_devices_equals_1_device_and_last_layer_is_frozen(tmp_path):
     assert not np.allclose(state["center"], 0.0)
 
 
-def test_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"))
+def test_trains_and_resumes(npz, tmp_path, capsys):
+    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

@@ -18,7 +18,6 @@ from sslx.methods.base import TrainLength
 RECIPE = "configs/ibot_vits16.py"
 
 
-
 def test_patch_loss_uses_masks_and_teacher_gets_no_gradient():
     config = tiny_config(RECIPE)
     method = methods.build(config, TrainLength(total_steps=100, steps_per_epoch=10))
@@ -51,5 +50,5 @@ def test_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
 
 
-def test_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"))
+def test_trains_and_resumes(npz, tmp_path, capsys):
+    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

@@ -360,6 +360,20 @@ def test_dino_and_ibot_no_gradient_into_teacher():
     assert bool(jnp.any(g_s != 0)) and bool(jnp.all(g_t == 0))
 
 
+def test_moco_v3_collapse_is_2tau_log_n():
+    """Equal queries and keys: every logit ties, the cross-entropy is ln N, scaled by 2τ."""
+    n, tau = 16, 0.2
+    same = jnp.tile(_f32(_rand(155, 1, 8)), (n, 1))
+    _close(L.moco_v3(same, same, tau), 2 * tau * math.log(n))
+
+
+def test_barlow_twins_collapse_is_the_dimension():
+    """Equal embeddings standardise to zero, so C = 0: every diagonal term costs 1."""
+    d = 6
+    collapsed = jnp.tile(_f32(_rand(156, 1, d)), (16, 1))
+    _close(L.barlow_twins(collapsed, collapsed, 5e-3), float(d))
+
+
 def test_barlow_twins_zero_for_decorrelated_identical_embeddings():
     h2 = np.array([[1.0, 1.0], [1.0, -1.0]])
     hadamard = np.kron(np.kron(h2, h2), h2)  # 8 x 8, orthogonal columns

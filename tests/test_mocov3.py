@@ -23,7 +23,6 @@ RESNET = "configs/mocov3_resnet50.py"
 VIT = "configs/mocov3_vits.py"
 
 
-
 def test_recipes_build():
     check_recipes_build([RESNET, VIT, "configs/mocov3_vitb.py",
                          "configs/mocov3_resnet18_cifar10.py"])
@@ -64,5 +63,6 @@ def test_mocov3_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(tiny_config(RESNET), tmp_path)
 
 
-def test_mocov3_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RESNET, npz, str(tmp_path / "run"))
+@pytest.mark.parametrize("path", [RESNET, VIT])
+def test_mocov3_trains_and_resumes(path, npz, tmp_path, capsys):
+    assert_trains_and_resumes(path, npz, str(tmp_path / "run"), capsys)

@@ -22,7 +22,6 @@ from sslx.methods.nnclr import enqueue
 RECIPE = "configs/nnclr_resnet50.py"
 
 
-
 def test_enqueue_is_fifo_and_wraps():
     queue, pointer = jnp.zeros((5, 2)), jnp.int32(0)
     for i in range(3):
@@ -69,5 +68,5 @@ def test_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
 
 
-def test_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"))
+def test_trains_and_resumes(npz, tmp_path, capsys):
+    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

@@ -179,6 +179,23 @@ def test_constant_lr_keeps_peak_while_others_decay():
     assert_tree_close(got["layer"], jax.tree.map(lambda g: -lr_late * g, GRADS["layer"]))
 
 
+def test_lr_multipliers_scale_matching_params_through_the_schedule():
+    """Barlow Twins' bias/norm lr: the matching updates are `factor` times the plain
+    recipe's at every step (biases get no decay or trust ratio, so their LARS update
+    is linear in the lr), all others identical."""
+    factor = 0.024
+    plain = optim_config(name="lars", base_lr=0.2)
+    scaled = optim_config(name="lars", base_lr=0.2)
+    scaled.lr_multipliers["bias$"] = factor
+    grads = [GRADS, jax.tree.map(lambda g: -0.5 * g, GRADS), GRADS]
+    for (_, expected), (_, got) in zip(run_steps(build(plain)[0], grads),
+                                       run_steps(build(scaled)[0], grads), strict=True):
+        for name in PARAMS:
+            np.testing.assert_allclose(got[name]["bias"], factor * expected[name]["bias"],
+                                       rtol=1e-6)
+            np.testing.assert_array_equal(got[name]["kernel"], expected[name]["kernel"])
+
+
 def test_grad_clip_global_norm():
     lr = 0.1
     opt, _ = build(optim_config(name="sgd", base_lr=lr, momentum=0.0, weight_decay=0.0,
@@ -204,6 +221,7 @@ def test_weight_decay_cosine_schedule():
 def test_state_is_arrays_only_and_jits(name):
     c = optim_config(name=name, grad_clip=1.0, weight_decay_end=0.1, constant_lr=("head",))
     c.frozen["head/kernel"] = 0.1
+    c.lr_multipliers["bias"] = 0.5
     opt, _ = build(c)
     abstract = jax.eval_shape(opt.init, PARAMS)
     assert all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(abstract))
@@ -233,6 +251,9 @@ def test_state_is_arrays_only_and_jits(name):
     (dict(constant_lr=("[head",)), r"config\.optim\.constant_lr: '\[head' is not a valid regex"),
     (dict(frozen={"(head": 1.0}), r"config\.optim\.frozen: '\(head' is not a valid regex"),
     (dict(frozen={"head": -1.0}), r"config\.optim\.frozen\['head'\]=-1\.0 must be"),
+    (dict(lr_multipliers={"bias": 0.0}), r"lr_multipliers\['bias'\]=0\.0 must be a factor > 0"),
+    (dict(lr_multipliers={"bias": "x"}), r"lr_multipliers\['bias'\]='x' must be a factor"),
+    (dict(lr_multipliers={"bias": float("nan")}), r"lr_multipliers\['bias'\]=nan must be"),
 ])
 def test_config_errors(fields, match):
     with pytest.raises(ConfigError, match=match):
@@ -246,11 +267,11 @@ def test_run_length_errors():
         build_optimizer(optim_config(), global_batch_size=-1, total_steps=1, steps_per_epoch=1)
 
 
-@pytest.mark.parametrize("field", ["frozen", "constant_lr"])
+@pytest.mark.parametrize("field", ["frozen", "constant_lr", "lr_multipliers"])
 def test_regex_matching_no_param_fails_at_init(field):
     c = optim_config(constant_lr=("predictor",) if field == "constant_lr" else ())
-    if field == "frozen":
-        c.frozen["predictor"] = 1.0
+    if field in ("frozen", "lr_multipliers"):
+        c[field]["predictor"] = 1.0
     opt, _ = build(c)
     with pytest.raises(ConfigError, match=rf"config\.optim\.{field}: regex 'predictor' matches "
                                           r"no parameter; param paths look like: head/bias"):

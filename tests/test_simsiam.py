@@ -21,7 +21,6 @@ from sslx.methods.simsiam import forward_each_view
 RECIPE = "configs/simsiam_resnet50.py"
 
 
-
 def _neg_cos(p: jax.Array, z: jax.Array) -> jax.Array:
     p = p / jnp.linalg.norm(p, axis=1, keepdims=True)
     z = z / jnp.linalg.norm(z, axis=1, keepdims=True)
@@ -96,5 +95,5 @@ def test_simsiam_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
 
 
-def test_simsiam_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"))
+def test_simsiam_trains_and_resumes(npz, tmp_path, capsys):
+    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

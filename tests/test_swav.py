@@ -22,7 +22,6 @@ from sslx.models.heads import normalize_prototypes
 RECIPE = "configs/swav_resnet50.py"
 
 
-
 def build(steps_per_epoch: int = 10, **overrides):
     config = tiny_config(RECIPE, **{"method.num_prototypes": 12, "method.projector_dim": 8,
                                     "method.projector_hidden_dim": 16, **overrides})
@@ -107,5 +106,5 @@ def test_swav_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(config, tmp_path)
 
 
-def test_swav_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"))
+def test_swav_trains_and_resumes(npz, tmp_path, capsys):
+    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

@@ -22,9 +22,9 @@ def test_simclr_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(tiny_config("configs/simclr_resnet50.py"), tmp_path)
 
 
-def test_train_resumes_and_exports(npz, tmp_path):
+def test_train_resumes_and_exports(npz, tmp_path, capsys):
     workdir = str(tmp_path / "run")
-    assert_trains_and_resumes("configs/simclr_resnet50.py", npz, workdir)
+    assert_trains_and_resumes("configs/simclr_resnet50.py", npz, workdir, capsys)
     exported = train.export(tiny_config(npz=npz, **{"train.steps": 3}), workdir, "train")
     features = np.load(exported["embeddings"]["features"])
     labels = np.load(exported["embeddings"]["labels"])

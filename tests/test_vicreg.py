@@ -20,7 +20,6 @@ from sslx.methods.base import TrainLength
 RECIPE = "configs/vicreg_resnet50.py"
 
 
-
 def test_recipe_weights_and_projector():
     config = load_config(RECIPE)
     assert (config.method.sim_weight, config.method.var_weight,
@@ -51,5 +50,5 @@ def test_step_on_8_devices_equals_1_device(tmp_path):
     assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
 
 
-def test_trains_and_resumes(npz, tmp_path):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"))
+def test_trains_and_resumes(npz, tmp_path, capsys):
+    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)
