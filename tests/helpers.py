@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
@@ -12,6 +13,7 @@ from unittest import mock
 
 import jax
 import numpy as np
+import pytest
 
 from sslx import config_defaults, sharding, train
 from sslx.config_defaults import FASHION_MNIST_IDX_DIR
@@ -139,12 +141,40 @@ def logged_steps(workdir: str) -> list[int]:
         return [json.loads(line)["step"] for line in f if '"loss"' in line]
 
 
+END_TO_END_STEPS = 3  # `assert_trains_and_resumes`: preempted after step 2, resumed to 3
+
+
+def end_to_end_config(path: str, npz: str, **overrides):
+    """The config `assert_trains_and_resumes` runs for a recipe. A sharded-step check
+    on it compiles the very train step the CLI runs, so the two share one compile."""
+    return tiny_config(path, npz=npz, **{"train.steps": END_TO_END_STEPS, **overrides})
+
+
+@contextlib.contextmanager
+def preempted_after(steps: int):
+    """Training stops with KeyboardInterrupt (as on a preemption signal) when it asks
+    for batch `steps + 1`."""
+    stream = pipeline.train_iterator
+
+    def preempted(*args, **kwargs):
+        batches = stream(*args, **kwargs)
+        for _ in range(steps):
+            yield next(batches)
+        raise KeyboardInterrupt
+
+    with mock.patch.object(pipeline, "train_iterator", preempted):
+        yield
+
+
 def assert_trains_and_resumes(path: str, npz: str, workdir: str, capsys) -> None:
-    """`python -m sslx.main --config=PATH:runlocal` trains 2 steps, then a longer run
-    on the same workdir resumes at step 2 and prints a k-NN accuracy."""
-    run_cli(path, workdir, npz, **{"eval.knn": False})
+    """`python -m sslx.main --config=PATH:runlocal` is preempted after step 2 of 3; the
+    same command again resumes from the step-2 checkpoint, finishes and prints k-NN."""
+    steps = {"train.steps": END_TO_END_STEPS}
+    with preempted_after(2), pytest.raises(KeyboardInterrupt):
+        run_cli(path, workdir, npz, **steps)
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+    assert logged_steps(workdir) == [1, 2]
     assert "k-NN" not in capsys.readouterr().out
-    run_cli(path, workdir, npz, **{"train.steps": 3})
+    run_cli(path, workdir, npz, **steps)
     assert logged_steps(workdir) == [1, 2, 3]
     assert re.search(r"^k-NN top-1: [01]\.\d{4} \(k=5\)$", capsys.readouterr().out, re.M)

@@ -13,6 +13,7 @@ import numpy as np
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
+    end_to_end_config,
     load_config,
     synthetic_batch,
     tiny_config,
@@ -125,8 +126,8 @@ def test_loss_logs_momentum_and_updates_target_batch_stats():
     assert any(moved)
 
 
-def test_byol_step_on_8_devices_equals_1_device(tmp_path):
-    assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
+def test_byol_step_on_8_devices_equals_1_device(npz, tmp_path):
+    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
 
 
 def test_byol_trains_and_resumes(npz, tmp_path, capsys):

@@ -8,6 +8,7 @@ import numpy as np
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
+    end_to_end_config,
     synthetic_batch,
     tiny_config,
 )
@@ -46,8 +47,8 @@ def test_patch_loss_uses_masks_and_teacher_gets_no_gradient():
         assert not np.any(leaf)
 
 
-def test_step_on_8_devices_equals_1_device(tmp_path):
-    assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
+def test_step_on_8_devices_equals_1_device(npz, tmp_path):
+    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
 
 
 def test_trains_and_resumes(npz, tmp_path, capsys):

@@ -8,8 +8,8 @@ import pytest
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
+    end_to_end_config,
     load_config,
-    tiny_config,
 )
 from test_byol import (
     check_recipes_build,
@@ -59,8 +59,8 @@ def test_heads_follow_the_official_code():
     assert load_config(VIT).optim.frozen.patch_embed >= 1e9
 
 
-def test_mocov3_step_on_8_devices_equals_1_device(tmp_path):
-    assert_sharded_step_matches(tiny_config(RESNET), tmp_path)
+def test_mocov3_step_on_8_devices_equals_1_device(npz, tmp_path):
+    assert_sharded_step_matches(end_to_end_config(RESNET, npz), tmp_path)
 
 
 @pytest.mark.parametrize("path", [RESNET, VIT])

@@ -10,6 +10,7 @@ import pytest
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
+    end_to_end_config,
     synthetic_batch,
     tiny_config,
 )
@@ -64,8 +65,8 @@ def test_queue_smaller_than_the_batch_is_rejected():
         methods.build(config, TrainLength(total_steps=2, steps_per_epoch=1)).check_config()
 
 
-def test_step_on_8_devices_equals_1_device(tmp_path):
-    assert_sharded_step_matches(tiny_config(RECIPE), tmp_path)
+def test_step_on_8_devices_equals_1_device(npz, tmp_path):
+    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
 
 
 def test_trains_and_resumes(npz, tmp_path, capsys):

@@ -10,22 +10,24 @@ import pytest
 from helpers import (
     assert_sharded_step_matches,
     assert_trains_and_resumes,
+    end_to_end_config,
     logged_steps,
-    tiny_config,
+    preempted_after,
 )
 
 from sslx import train
-from sslx.data import pipeline
+
+SIMCLR = "configs/simclr_resnet50.py"
 
 
-def test_simclr_step_on_8_devices_equals_1_device(tmp_path):
-    assert_sharded_step_matches(tiny_config("configs/simclr_resnet50.py"), tmp_path)
+def test_simclr_step_on_8_devices_equals_1_device(npz, tmp_path):
+    assert_sharded_step_matches(end_to_end_config(SIMCLR, npz), tmp_path)
 
 
 def test_train_resumes_and_exports(npz, tmp_path, capsys):
     workdir = str(tmp_path / "run")
-    assert_trains_and_resumes("configs/simclr_resnet50.py", npz, workdir, capsys)
-    exported = train.export(tiny_config(npz=npz, **{"train.steps": 3}), workdir, "train")
+    assert_trains_and_resumes(SIMCLR, npz, workdir, capsys)
+    exported = train.export(end_to_end_config(SIMCLR, npz), workdir, "train")
     features = np.load(exported["embeddings"]["features"])
     labels = np.load(exported["embeddings"]["labels"])
     assert features.shape == (256, 64) and features.dtype == np.float32
@@ -37,30 +39,20 @@ def test_train_resumes_and_exports(npz, tmp_path, capsys):
 
 def test_finished_run_is_not_retrained(npz, tmp_path):
     workdir = str(tmp_path / "run")
-    config = tiny_config(npz=npz, **{"eval.knn": False})
+    config = end_to_end_config(SIMCLR, npz, **{"eval.knn": False})
     train.train_and_evaluate(config, workdir)
     again = train.train_and_evaluate(config, workdir)
-    assert again["step"] == 2
-    assert logged_steps(workdir) == [1, 2]
+    assert again["step"] == 3
+    assert logged_steps(workdir) == [1, 2, 3]
 
 
-def test_resume_equals_uninterrupted(npz, tmp_path, monkeypatch):
-    config = tiny_config(npz=npz, **{"eval.knn": False, "train.steps": 4})
+def test_resume_equals_uninterrupted(npz, tmp_path):
+    config = end_to_end_config(SIMCLR, npz, **{"eval.knn": False})
     train.train_and_evaluate(config, str(tmp_path / "straight"))
 
-    stream = pipeline.train_iterator
-
-    def preempted_after_two_steps(*args, **kwargs):
-        batches = stream(*args, **kwargs)
-        yield next(batches)
-        yield next(batches)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline, "train_iterator", preempted_after_two_steps)
-    with pytest.raises(KeyboardInterrupt):
+    with preempted_after(2), pytest.raises(KeyboardInterrupt):
         train.train_and_evaluate(config, str(tmp_path / "resumed"))
-    monkeypatch.undo()
-    assert train.train_and_evaluate(config, str(tmp_path / "resumed"))["step"] == 4
+    assert train.train_and_evaluate(config, str(tmp_path / "resumed"))["step"] == 3
 
     straight = train.prepare(config, str(tmp_path / "straight")).restore_state()
     resumed = train.prepare(config, str(tmp_path / "resumed")).restore_state()
