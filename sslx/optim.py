@@ -17,9 +17,9 @@ followed, with `lr_multipliers`, by a fixed per-param factor of the lr
 
 Param paths are the keys of the param tree joined by '/', e.g.
 `backbone/patch_embed/kernel` or `projector/Dense_0/bias` (see `param_paths`).
-The regexes of `frozen`, `constant_lr` and `lr_multipliers` are matched with `re.search`: a
-pattern matches anywhere in the path (`last_layer`, `.*last_layer.*` and
-`^head/last_layer/` all work; anchor with ^ and $ to be exact). Dot-free
+The regexes of `frozen`, `constant_lr` and `lr_multipliers` are matched with
+`re.search`: a pattern matches anywhere in the path (`last_layer`, `.*last_layer.*`
+and `^head/last_layer/` all work; anchor with ^ and $ to be exact). Dot-free
 patterns can be plain ConfigDict keys; patterns with dots need
 `ml_collections.ConfigDict({...}, allow_dotted_keys=True)`. A pattern that
 matches no parameter is a `ConfigError` when the optimizer state is initialised.
@@ -119,9 +119,9 @@ def build_optimizer(
     weight_decay = (cosine_ramp(c.weight_decay, c.weight_decay_end, total_steps)
                     if c.weight_decay_end >= 0 else float(c.weight_decay))
     decay_mask = _matrices_only if c.exclude_bias_and_norm else None
-    scale_by_lr = optax.chain(_scale_by_lr(lr_schedule, peak_lr, constant_patterns),
-                              *([scale_by_lr_multipliers(multiplier_rules)]
-                                if multiplier_rules else []))
+    scale_by_lr = _scale_by_lr(lr_schedule, peak_lr, constant_patterns)
+    if multiplier_rules:
+        scale_by_lr = optax.chain(scale_by_lr, scale_by_lr_multipliers(multiplier_rules))
     momentum = [optax.trace(decay=c.momentum)] if c.momentum > 0 else []  # no buffer if unused
 
     if name == "lars":
@@ -221,7 +221,7 @@ def scale_by_lr_multipliers(
 ) -> optax.GradientTransformation:
     """Multiplies the update of each param whose path matches a rule `(regex, factor)`
     by `factor` (the product when several match): a per-param-group lr that
-    follows the same schedule. Stateless, so adding it keeps checkpoints valid."""
+    follows the same schedule and adds no optimizer state."""
 
     def factors(tree: PyTree) -> PyTree:
         paths = param_paths(tree)

@@ -14,8 +14,9 @@ from unittest import mock
 import jax
 import numpy as np
 import pytest
+from absl import flags
 
-from sslx import config_defaults, sharding, train
+from sslx import config_defaults, main, sharding, train
 from sslx.config_defaults import FASHION_MNIST_IDX_DIR
 from sslx.data import pipeline, sources
 
@@ -76,10 +77,6 @@ def tiny_overrides(runlocal_config, npz: str | None = None) -> dict:
 def run_cli(path: str, workdir: str, npz: str, **overrides) -> None:
     """`python -m sslx.main --config=PATH:runlocal --workdir=WORKDIR --config.k=v ...`
     with the `tiny_overrides`, in this process (so compiles hit the warm cache)."""
-    from absl import flags
-
-    from sslx import main
-
     fields = {**tiny_overrides(load_config(path, "runlocal"), npz), **overrides}
     argv = ["sslx.main", f"--config={path}:runlocal", f"--workdir={workdir}",
             "--distributed=off",
@@ -96,6 +93,7 @@ def run_cli(path: str, workdir: str, npz: str, **overrides) -> None:
         flags.FLAGS.unparse_flags()
         for name in [name for name in flags.FLAGS if name.startswith("config.")]:
             delattr(flags.FLAGS, name)  # the override flags this parse defined
+        flags.FLAGS.mark_as_parsed()  # as conftest.py left them
 
 
 def synthetic_batch(config, seed: int = 0) -> dict:
