@@ -68,6 +68,70 @@ def test_op_probability_zero_and_one(name, runner):
     assert np.abs(always - image.numpy()).max() > 1e-3
 
 
+RATE_SEEDS = 300  # firing count at p = 0.2: binomial, mean 60, sd 6.9
+
+
+def _fired(name: str, image: np.ndarray, out: np.ndarray) -> bool:
+    """Whether op `name` changed `image`; an op that did not fire must return it as is,
+    and a flip that fired must be exactly the horizontal mirror."""
+    if np.array_equal(out, image):
+        return False
+    if name == "flip":
+        np.testing.assert_array_equal(out, image[:, ::-1])
+    if name == "grayscale":
+        np.testing.assert_array_equal(out[..., 0], out[..., 2])
+    return True
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("name", OPS)
+def test_op_fires_with_its_probability(name, runner):
+    """At p = 0.2 each op fires on 60 +- 30 of 300 seeds (4.5 binomial sd): a coin read
+    the wrong way round (0.8) or ignored (0.5, 1) is far outside."""
+    run, image = RUNNERS[runner], _image(6, 8)
+    outputs = run(lambda im, s: OPS[name](im, s, 0.2), image, [_seed(i)
+                                                                for i in range(RATE_SEEDS)])
+    fired = sum(_fired(name, image.numpy(), out) for out in outputs)
+    assert abs(fired - 0.2 * RATE_SEEDS) <= 30, f"{name} fired {fired} times of {RATE_SEEDS}"
+
+
+def test_flip_is_horizontal():
+    image = _image()
+    np.testing.assert_array_equal(augment.random_flip(image, _seed(0), 1.0),
+                                  image.numpy()[:, ::-1])
+
+
+def test_grayscale_is_the_luma_of_each_pixel():
+    """ITU-R 601 luma 0.299 R + 0.587 G + 0.114 B in all three channels."""
+    image = _image()
+    out = augment.random_grayscale(image, _seed(0), 1.0).numpy()
+    luma = image.numpy() @ np.array([0.299, 0.587, 0.114])
+    np.testing.assert_allclose(out, np.repeat(luma[..., None], 3, axis=-1), atol=1e-3)
+
+
+def test_brightness_jitter_scales_every_pixel_by_one_factor():
+    """Brightness 0.4 alone multiplies the image by one factor in [0.6, 1.4] per seed."""
+    image = 0.5 * _image().numpy() + 0.1  # in [0.1, 0.6]: no clipping at 1.4
+    factors = []
+    for i in range(8):
+        out = augment.color_jitter(tf.constant(image), _seed(i), 0.4, 0.0, 0.0, 0.0).numpy()
+        ratio = out / image
+        np.testing.assert_allclose(ratio, ratio.flat[0], rtol=1e-5)
+        factors.append(ratio.flat[0])
+    assert 0.6 <= min(factors) < max(factors) <= 1.4 and np.ptp(factors) > 0.1
+
+
+def test_contrast_jitter_scales_around_the_mean_luma():
+    """Contrast 0.4 alone: mean + f (image - mean), mean the image's mean luma, f in
+    [0.6, 1.4]."""
+    image = 0.5 * _image().numpy() + 0.25  # in [0.25, 0.75]: no clipping
+    out = augment.color_jitter(tf.constant(image), _seed(2), 0.0, 0.4, 0.0, 0.0).numpy()
+    centred = image - (image @ np.array([0.299, 0.587, 0.114])).mean()
+    factor = np.sum((out - image + centred) * centred) / np.sum(centred**2)
+    np.testing.assert_allclose(out, image - centred + factor * centred, atol=1e-4)
+    assert 0.6 <= factor <= 1.4 and abs(factor - 1) > 1e-3
+
+
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_random_resized_crop(runner):
     run = RUNNERS[runner]

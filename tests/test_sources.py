@@ -153,6 +153,48 @@ def test_folder_flat_is_unlabelled(folder, photos):
         assert min(np.abs(e["image"].astype(int) - p).mean() for p in photos) < 8
 
 
+CLASS_VALUES = {"ant": 40, "bee": 120, "cat": 200}  # the pixel value of each class's images
+
+
+@pytest.fixture(scope="module")
+def coded_folder(tmp_path_factory):
+    """train/{ant,bee,cat}/ and val/cat/ whose images are filled with their class's value
+    (JPEG and PNG alternately; flat colours survive JPEG within a few levels)."""
+    root = tmp_path_factory.mktemp("coded")
+    for name, value in CLASS_VALUES.items():
+        for i in range(4):
+            image = np.full([6 + i, 9, 3], value, np.uint8)
+            _write(root / "train" / name / f"{i}.{'png' if i % 2 else 'jpg'}", image)
+    _write(root / "val" / "cat" / "0.jpg", np.full([5, 5, 3], CLASS_VALUES["cat"], np.uint8))
+    return root
+
+
+def _check_labels_follow_pixels(elements) -> None:
+    ids = {value: i for i, value in enumerate(CLASS_VALUES.values())}  # sorted class names
+    for e in elements:
+        value = int(np.round(e["image"].mean()))
+        assert np.abs(e["image"].astype(int) - value).max() <= 3
+        [class_value] = [v for v in ids if abs(v - value) <= 3]
+        assert e["label"] == ids[class_value], (e["label"], value)
+
+
+def test_folder_label_of_each_image_is_its_class_folder(coded_folder):
+    """Each decoded image carries the label of the folder it was read from, also in
+    every host's shard (a shuffle of the paths without their labels fails)."""
+    config = _data_config("folder", coded_folder)
+    source = sources.load_split(config, "train", process_index=0, process_count=1)
+    elements = _elements(source)
+    assert len(elements) == 12 and source.num_classes == 3
+    _check_labels_follow_pixels(elements)
+    assert [e["label"] for e in elements] != sorted(e["label"] for e in elements)  # mixed order
+    for i in range(3):
+        shard = sources.load_split(config, "train", process_index=i, process_count=3)
+        _check_labels_follow_pixels(_elements(shard))
+    val = _elements(sources.load_split(config, "val", process_index=0, process_count=1))
+    assert [e["label"] for e in val] == [2]
+    _check_labels_follow_pixels(val)
+
+
 def test_folder_errors(tmp_path, photos):
     with pytest.raises(DataError, match=f"image folder {tmp_path / 'nope'} does not exist"):
         sources.num_examples(_data_config("folder", tmp_path / "nope"), "train")
@@ -168,6 +210,36 @@ def test_folder_errors(tmp_path, photos):
     bad.write_bytes(b"this is no jpeg")
     with pytest.raises(DataError, match=f"{bad} is not a readable JPEG or PNG"):
         sources.load_split(config, "train", process_index=0, process_count=1)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_truncated_image_is_named_before_training(tmp_path, photos, suffix):
+    """A file cut short (an interrupted copy) fails when the split is loaded, with a
+    DataError naming it, not as a TensorFlow error mid-training."""
+    good = tmp_path / "train" / "cat" / f"good{suffix}"
+    _write(good, photos[0])
+    cut = good.with_name(f"cut{suffix}")
+    cut.write_bytes(good.read_bytes()[:len(good.read_bytes()) * 2 // 3])
+    config = _data_config("folder", tmp_path)
+    with pytest.raises(DataError, match=f"{cut} is truncated or corrupt"):
+        sources.load_split(config, "train", process_index=0, process_count=1)
+    # The same file cut just before its end marker is refused too.
+    cut.write_bytes(good.read_bytes()[:-2])
+    with pytest.raises(DataError, match=f"{cut} is truncated"):
+        sources.load_split(config, "train", process_index=0, process_count=1)
+
+
+def test_data_after_the_image_end_is_accepted(tmp_path, photos):
+    """Bytes appended after a JPEG's end marker (motion photos, padding) decode fine,
+    so the check lets them through."""
+    path = tmp_path / "train" / "cat" / "padded.jpg"
+    _write(path, photos[1])
+    path.write_bytes(path.read_bytes() + b"\0" * 100 + b"trailer")
+    source = sources.load_split(_data_config("folder", tmp_path), "train", process_index=0,
+                                process_count=1)
+    [element] = _elements(source)
+    assert element["image"].shape == (20, 30, 3)
+    assert np.abs(element["image"].astype(int) - photos[1]).mean() < 8
 
 
 # ---------------------------------------------------------------- arrays

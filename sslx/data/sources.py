@@ -18,6 +18,7 @@ import concurrent.futures
 import dataclasses
 import gzip
 import os
+import re
 import struct
 from collections.abc import Callable
 
@@ -30,6 +31,8 @@ from sslx.errors import ConfigError, DataError, close_matches
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _MAGIC_BYTES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk that closes a PNG
+_END_MARKERS = (b"\xff\xd9", _PNG_END)  # JPEG end of image, PNG IEND
 _IDX_PREFIXES = {"train": "train", "test": "t10k"}
 _IDX_INSTALL_HINT = (
     "install Fashion-MNIST with `apt-get install dataset-fashion-mnist` or set "
@@ -295,16 +298,21 @@ def _folder_listing(
     """`(paths, labels, num_classes)` of a split in the fixed folder order.
 
     `root/<split>/<class>/*` is labelled by the sorted class names of the train
-    split (so every split agrees on label ids); `root/<split>/*` is unlabelled."""
+    split (so every split agrees on label ids); `root/<split>/*` is unlabelled.
+    A flat folder, `root/*` with no subfolders, is one unlabelled split that
+    every split name reads (train on a folder of photos, then embed them)."""
     root = data_config.path
     if not tf.io.gfile.isdir(root):
         raise DataError(
             f"image folder {root} does not exist: set --config.data.path to a directory "
-            "laid out as <path>/<split>/<class>/*.jpg (or <path>/<split>/*.jpg, unlabelled)"
+            "laid out as <path>/<split>/<class>/*.jpg (or <path>/<split>/*.jpg or "
+            "<path>/*.jpg, unlabelled)"
         )
     split_dir = os.path.join(root, split)
     if not tf.io.gfile.isdir(split_dir):
-        raise _unknown_split(split, f"image folder {root}", _subdirs(root))
+        if _subdirs(root) or not _image_files(root):
+            raise _unknown_split(split, f"image folder {root}", _subdirs(root))
+        split_dir = root
     class_dirs = _subdirs(split_dir)
     loose = _image_files(split_dir)
     if class_dirs and loose:
@@ -340,21 +348,46 @@ def _labelled_files(
     return paths, np.asarray(labels, np.int32), len(classes)
 
 
-def _check_image_headers(paths: list[str], threads: int = 16) -> None:
-    """Magic bytes of every file, so a bad one is named now rather than failing
-    somewhere inside tf.data. Threads over interleaved slices: reads are I/O bound
-    (remote filesystems), and one task per file would cost more than the read."""
+def _check_image_files(paths: list[str], threads: int = 16) -> None:
+    """Names a bad file now rather than failing somewhere inside tf.data mid-training.
+
+    Each file is opened once and two small pieces are read: its first bytes (the
+    JPEG or PNG magic) and its last bytes (the JPEG end-of-image marker or the PNG
+    IEND chunk, which a truncated file has lost). Nothing is decoded, so the check
+    stays cheap for large folders: two short reads per file, on local disks
+    usually from the same cached page. A file whose tail lacks the marker may still
+    be valid (data appended after the image, as in motion photos), so only those
+    rare files are decoded, with the decoder the pipeline uses: the check then
+    refuses exactly the files the pipeline could not read. Threads over
+    interleaved slices: reads are I/O bound (remote filesystems), and one task per
+    file would cost more than the read."""
 
     def check(some: list[str]) -> None:
         for path in some:
             with tf.io.gfile.GFile(path, "rb") as f:
-                if not f.read(8).startswith(_MAGIC_BYTES):
-                    raise DataError(
-                        f"{path} is not a readable JPEG or PNG image: delete or replace it"
-                    )
+                head = f.read(8)
+                size = f.size()
+                f.seek(max(0, size - len(_PNG_END)))
+                tail = f.read()
+            if not head.startswith(_MAGIC_BYTES):
+                raise DataError(f"{path} is not a readable JPEG or PNG image: delete or replace it")
+            if not tail.endswith(_END_MARKERS):
+                _check_decodes(path)
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         list(pool.map(check, [paths[i::threads] for i in range(threads)]))
+
+
+def _check_decodes(path: str) -> None:
+    try:
+        tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+    except tf.errors.OpError as error:
+        # TF prefixes the op's message with the function that ran it: keep the message.
+        reason = re.sub(r"\{\{.*?\}\}\s*", "", error.message or type(error).__name__).strip()
+        raise DataError(
+            f"{path} is truncated or corrupt: it lacks the end-of-image marker and does not "
+            f"decode ({reason}); delete or replace it"
+        ) from None
 
 
 def _decode_file(path: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -367,7 +400,7 @@ def _load_folder(
 ) -> Source:
     paths, labels, num_classes = _folder_listing(data_config, split)
     lo, hi = _shard_bounds(len(paths), process_index, process_count)
-    _check_image_headers(paths[lo:hi])
+    _check_image_files(paths[lo:hi])
     dataset = tf.data.Dataset.from_tensor_slices((paths[lo:hi], labels[lo:hi])).map(
         _decode_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
