@@ -14,13 +14,19 @@ setup(
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11",
         "tensorflow-cpu>=2.18",
+        "tensorboard>=2.18",  # tf.summary's writer; tensorflow-cpu no longer brings it
         "tensorflow-datasets>=4.9",
         "ml-collections>=1.0",
         "einops>=0.8",
         "numpy",
+        "tqdm>=4.60",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4"],
-        "bench": ["scikit-learn>=1.4"],
+        # Accelerator builds of jax, installed beside the CPU one: pip install -e '.[cuda12]'
+        "cuda12": ["jax[cuda12]"],
+        "cuda13": ["jax[cuda13]"],
+        "tpu": ["jax[tpu]"],
+        "test": ["pytest>=8", "ruff>=0.6", "scikit-learn>=1.4", "Pillow>=10", "scipy>=1.11"],
+        "bench": ["scikit-learn>=1.4", "Pillow>=10"],
     },
 )

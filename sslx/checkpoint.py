@@ -10,15 +10,27 @@ the workdir is ever overwritten by a run that could not restore it.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import ml_collections
 import orbax.checkpoint as ocp
 
-from sslx.errors import CheckpointError
+from sslx import fs
+from sslx.errors import CheckpointError, ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoints"
+# File systems orbax (through tensorstore) writes checkpoints to; '' is local.
+CHECKPOINT_SCHEMES = ("", "gs", "s3")
+
+
+def checkpoint_directory(config: ml_collections.ConfigDict, workdir: str) -> str:
+    """`config.checkpoint.directory`, by default `WORKDIR/checkpoints`."""
+    directory = config.checkpoint.directory or fs.join(workdir, CHECKPOINT_SUBDIR)
+    if fs.scheme(directory) not in CHECKPOINT_SCHEMES:
+        raise ConfigError(
+            f"checkpoints cannot be written to {directory}: orbax writes local, gs:// and "
+            "s3:// directories; set --config.checkpoint.directory to one of those")
+    return directory
 
 
 def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -32,8 +44,8 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
 class Checkpointer:
     """Async orbax saves every `every_steps`, keeping the newest `keep`."""
 
-    def __init__(self, workdir: str, every_steps: int, keep: int):
-        self.directory = os.path.join(workdir, CHECKPOINT_SUBDIR)
+    def __init__(self, directory: str, every_steps: int, keep: int):
+        self.directory = directory
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(

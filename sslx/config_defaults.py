@@ -38,22 +38,22 @@ def view_group(
     solarize_prob: float | tuple[float, ...] = 0.0,
 ) -> ml_collections.ConfigDict:
     """`count` crops of one resolution; a float field may instead be a tuple
-    with one value per crop (asymmetric recipes: BYOL blur (1.0, 0.1))."""
+    with one value per crop (asymmetric recipes: BYOL blur (1.0, 0.1)).
+
+    Those fields accept either form, also on the command line
+    (`--config.views.global_crops.blur_prob='(1.0,0.1)'` or `=0.5`)."""
+    per_crop = dict(flip_prob=flip_prob, jitter_prob=jitter_prob, brightness=brightness,
+                    contrast=contrast, saturation=saturation, hue=hue,
+                    grayscale_prob=grayscale_prob, blur_prob=blur_prob,
+                    solarize_prob=solarize_prob)
     return ml_collections.ConfigDict(dict(
         count=count,
         size=size,
         crop_scale=crop_scale,
         crop_ratio=crop_ratio,
-        flip_prob=flip_prob,
-        jitter_prob=jitter_prob,
-        brightness=brightness,
-        contrast=contrast,
-        saturation=saturation,
-        hue=hue,
-        grayscale_prob=grayscale_prob,
-        blur_prob=blur_prob,
         blur_sigma=blur_sigma,
-        solarize_prob=solarize_prob,
+        **{name: ml_collections.FieldReference(value, field_type=object)
+           for name, value in per_crop.items()},
     ))
 
 
@@ -142,6 +142,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.checkpoint = ml_collections.ConfigDict(dict(
         every_steps=1000,
         keep=3,
+        directory="",                      # '' = WORKDIR/checkpoints; local, gs:// or s3://
     ))
     c.eval = ml_collections.ConfigDict(dict(
         knn=True,                          # k-NN at the end of training

@@ -3,27 +3,38 @@
     python -m sslx.main --config=configs/simclr_fmnist.py --workdir=/tmp/run
     python -m sslx.main --config=configs/simclr_resnet50.py:runlocal --workdir=/tmp/r \\
         --config.train.batch_size=128
-    python -m sslx.main --mode=export --config=configs/simclr_fmnist.py --workdir=/tmp/run
+    python -m sslx.main --mode=export --workdir=/tmp/run --split=train
+    python -m sslx.main --mode=print_config --workdir=/tmp/run
 
 Re-running the same command on the same workdir resumes from its latest checkpoint.
+Without `--config`, a workdir's own saved config (`WORKDIR/config.json`) is used,
+with any `--config.a.b=v` overrides applied to it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from sslx import saved_config
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Recipe file, e.g. configs/simclr_fmnist.py[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory (or gs:// path) for checkpoints, "
                                "metrics and embeddings.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "export"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "export", "export_backbone",
+                                           "print_config"],
                           "train: train (or resume), then k-NN and embeddings; "
-                          "export: embeddings of --split from the latest checkpoint.")
+                          "export: embeddings of --split from the latest checkpoint; "
+                          "export_backbone: the backbone's weights as WORKDIR/backbone.msgpack; "
+                          "print_config: the resolved config, without running anything.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to export (default config.eval.export_split).")
 _DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                                  "jax.distributed.initialize(): auto = when the environment "
@@ -31,37 +42,74 @@ _DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl flag parsing, with config mistakes reported as one line, not a traceback."""
+    """absl flag parsing, with config mistakes reported as one line, not a traceback.
+
+    Without `--config`, the saved config of `--workdir` stands in for it, so
+    `--config.a.b=v` overrides apply to what that run was trained with."""
+    argv = _with_saved_config(argv)
+    sys.argv = argv  # config_flags finds the `--config.*` overrides there
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-        message = str(error).strip().strip("'\"").replace("\\n", " ").replace("\\'", "'")
+        message = " ".join(str(error).replace("\\n", " ").replace("\\'", "'").split())
+        if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
+            message = message[1:-1]  # KeyError quotes its whole message
         sys.exit(f"sslx: bad command line: {message}\n"
                  "Pass --helpfull for the flags; config keys are those of the --config file.")
 
 
+def _with_saved_config(argv: list[str]) -> list[str]:
+    """`argv` with `--config=<saved_config.py>:WORKDIR` after the program name when
+    it names no `--config` and WORKDIR holds a saved config."""
+    if any(re.match(r"^--?config(=|$)", arg) for arg in argv):
+        return argv
+    workdirs = [m.group(1) for arg in argv if (m := re.match(r"^--?workdir=(.+)$", arg))]
+    if not workdirs:
+        return argv
+    from sslx import fs
+
+    if not fs.exists(saved_config.path(workdirs[-1])):
+        return argv
+    return [argv[0], f"--config={saved_config.__file__}:{workdirs[-1]}", *argv[1:]]
+
+
 def main(argv: list[str]) -> None:
     del argv
-    if _CONFIG.value is None or _WORKDIR.value is None:
-        sys.exit("sslx: --config and --workdir are required")
+    if _CONFIG.value is None:
+        where = f": {_WORKDIR.value} holds no saved run" if _WORKDIR.value else ""
+        sys.exit(f"sslx: --config=configs/RECIPE.py is required{where}")
+    if _WORKDIR.value is None and _MODE.value != "print_config":
+        sys.exit("sslx: --workdir is required (a local or gs:// directory for the run)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
     logging.getLogger("sslx").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from sslx import sharding, train
+    config = _CONFIG.value
+    if _MODE.value == "print_config":
+        print(saved_config.to_json(config), end="")
+        return
+    import tensorflow as tf
+
+    tf.config.set_visible_devices([], "GPU")  # the accelerators are jax's
+    from sslx import sharding
     from sslx.errors import SslxError
 
     sharding.maybe_initialize_distributed(_DISTRIBUTED.value)
-    config = _CONFIG.value
     try:
-        if _MODE.value == "export":
-            results = train.export(config, _WORKDIR.value,
-                                   _SPLIT.value or config.eval.export_split)
-        else:
-            results = train.train_and_evaluate(config, _WORKDIR.value)
-    except SslxError as error:
+        results = _run(_MODE.value, config, _WORKDIR.value)
+    except (SslxError, FloatingPointError) as error:
         sys.exit(f"sslx: {error}")
     _report(results)
+
+
+def _run(mode: str, config, workdir: str) -> dict:
+    from sslx import api, fs, train
+
+    if mode == "export":
+        return train.export(config, workdir, _SPLIT.value or config.eval.export_split)
+    if mode == "export_backbone":
+        path = api.load(workdir, config).export_backbone(fs.join(workdir, api.BACKBONE_FILE))
+        return {"backbone": path}
+    return train.train_and_evaluate(config, workdir)
 
 
 def _report(results: dict) -> None:
@@ -72,6 +120,8 @@ def _report(results: dict) -> None:
         print(f"k-NN top-1: {knn[0][1]:.4f} (k={knn[0][0]}{'; ' + others if others else ''})")
     for name, path in results.get("embeddings", {}).items():
         print(f"embeddings {name}: {path}")
+    if "backbone" in results:
+        print(f"backbone: {results['backbone']}")
 
 
 if __name__ == "__main__":

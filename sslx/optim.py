@@ -102,7 +102,8 @@ def build_optimizer(
     warmup_steps = _epochs_to_steps(c.warmup_epochs, steps_per_epoch)
     if warmup_steps > total_steps:
         raise ConfigError(f"config.optim.warmup_epochs={c.warmup_epochs} ({warmup_steps} "
-                          f"steps) is longer than the run ({total_steps} steps)")
+                          f"steps) is longer than the run ({total_steps} steps): lower it, "
+                          "e.g. --config.optim.warmup_epochs=0")
     _check_nonnegative("weight_decay", c.weight_decay)
     _check_nonnegative("grad_clip", c.grad_clip)
     if name == "adamw":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from typing import Any
 
 import flax
@@ -22,20 +21,24 @@ import ml_collections
 import numpy as np
 import optax
 
-from sslx import config_checks, methods, optim, sharding
-from sslx.checkpoint import Checkpointer, describe
-from sslx.data import pipeline, views
-from sslx.errors import CheckpointError
+from sslx import config_checks, fs, methods, optim, saved_config, sharding
+from sslx.checkpoint import Checkpointer, checkpoint_directory, describe
+from sslx.data import pipeline, sources, views
+from sslx.errors import CheckpointError, DataError
 from sslx.evaluators.embed import embed_split
 from sslx.evaluators.export import write_embeddings
 from sslx.evaluators.knn import knn_accuracy
 from sslx.methods.base import Method, TrainLength
-from sslx.metrics import MetricWriter, Throughput
+from sslx.metrics import MetricWriter, Progress, Throughput
 
 log = logging.getLogger("sslx")
 
 # Batch size of the example batch `Method.init` sees: only shapes matter there.
 _INIT_BATCH = 2
+# The length given to a run that only embeds (export, `sslx.load`): the train
+# state's shapes do not depend on the run's length, so restoring it needs no
+# training data to count. Long enough for every recipe's warmup to fit.
+EMBED_ONLY = TrainLength(total_steps=10**6, steps_per_epoch=1)
 
 
 @flax.struct.dataclass
@@ -82,22 +85,22 @@ class Run:
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str,
-            mesh: jax.sharding.Mesh | None = None) -> Run:
+            mesh: jax.sharding.Mesh | None = None, *,
+            length: TrainLength | None = None) -> Run:
     """Checks the config and builds everything but the arrays; compiles nothing.
-    `mesh` defaults to all devices of all hosts."""
+    `mesh` defaults to all devices of all hosts; `length` to the one the train
+    split gives (pass `EMBED_ONLY` to restore a state without training data)."""
     mesh = mesh or sharding.make_mesh()
     config_checks.check_run(config, num_devices=mesh.size, process_count=jax.process_count())
     views.view_specs(config.views)  # validates view groups
-    steps_per_epoch = pipeline.steps_per_epoch(config)
-    total_steps = (config.train.steps if config.train.steps > 0
-                   else max(1, math.ceil(config.train.epochs * steps_per_epoch)))
-    length = TrainLength(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
+    length = length or _train_length(config)
     method = methods.build(config, length)
     method.check_config()
     optimizer, lr_schedule = optim.build_optimizer(
-        config.optim, global_batch_size=config.train.batch_size, total_steps=total_steps,
-        steps_per_epoch=steps_per_epoch)
-    checkpointer = Checkpointer(workdir, config.checkpoint.every_steps, config.checkpoint.keep)
+        config.optim, global_batch_size=config.train.batch_size,
+        total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch)
+    checkpointer = Checkpointer(checkpoint_directory(config, workdir),
+                                config.checkpoint.every_steps, config.checkpoint.keep)
     run = Run(config=config, workdir=workdir, mesh=mesh, length=length, method=method,
               optimizer=optimizer, lr_schedule=lr_schedule, checkpointer=checkpointer,
               abstract_state=None)
@@ -106,6 +109,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
     run.abstract_state = jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
     return run
+
+
+def _train_length(config: ml_collections.ConfigDict) -> TrainLength:
+    steps_per_epoch = pipeline.steps_per_epoch(config)
+    total_steps = (config.train.steps if config.train.steps > 0
+                   else max(1, math.ceil(config.train.epochs * steps_per_epoch)))
+    return TrainLength(total_steps=total_steps, steps_per_epoch=steps_per_epoch)
 
 
 def make_train_step(run: Run):
@@ -140,6 +150,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Trains (resuming from `workdir` when it holds a checkpoint), then evaluates
     and exports embeddings. Returns the final figures and the written paths."""
     run = prepare(config, workdir)
+    if config.eval.knn:
+        check_split(config, config.data.eval_split, "config.data.eval_split")
+    saved_config.save(config, workdir, write=jax.process_index() == 0)
     start_step = run.checkpointer.latest_step() or 0
     total_steps = run.length.total_steps
     batches = pipeline.train_iterator(config, start_step=start_step)
@@ -150,21 +163,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state = run.init_state()
     train_step = make_train_step(run)
     description = describe(config)
-    writer = MetricWriter(workdir, total_steps)
+    writer = MetricWriter(workdir)
     throughput = Throughput(config.train.batch_size)
+    progress = Progress(total_steps, run.length.steps_per_epoch, start_step)
     try:
         for step in range(start_step + 1, total_steps + 1):
             state, metrics = train_step(state, sharding.global_batch(next(batches), run.mesh))
             if step == start_step + 1:
                 jax.block_until_ready(state)
                 throughput.start(step)
+                progress.started(step)
+            progress.step(step)
             if step % config.train.log_every == 0 or step == total_steps:
                 values = jax.device_get(metrics)
                 _check_finite(values, step)
-                writer.write(step, {**values, **throughput.measure(step)})
+                progress.log(step, writer.write(step, {**values, **throughput.measure(step)}))
             run.checkpointer.save(step, state, description, force=step == total_steps)
     finally:  # also when interrupted: saves in flight complete, logs are flushed
         run.checkpointer.wait()
+        progress.close()
         writer.close()
     results: dict[str, Any] = {"step": int(state.step)}
     if config.eval.knn:
@@ -174,8 +191,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[str, Any]:
-    """Embeddings of `split` from the latest checkpoint in `workdir`, as .npy files."""
-    run = prepare(config, workdir)
+    """Embeddings of `split` from the latest checkpoint in `workdir`, as .npy files.
+    Needs only `split` of `config.data`: the training data may be absent."""
+    run = prepare(config, workdir, length=EMBED_ONLY)
+    check_split(config, split, "--split")
     if run.checkpointer.latest_step() is None:
         raise CheckpointError(f"no checkpoint in {run.checkpointer.directory}; train first with "
                               "the same --config and --workdir")
@@ -187,26 +206,54 @@ def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[
     return {"step": int(state.step), "embeddings": paths}
 
 
+def check_split(config: ml_collections.ConfigDict, split: str, where: str) -> None:
+    """`DataError` naming `split` and how to choose another, before anything compiles."""
+    try:
+        sources.num_examples(config.data, split)
+    except DataError as error:
+        raise DataError(f"{error} (set {where} to one of them"
+                        f"{' or --config.eval.knn=False' if where.startswith('config') else ''})"
+                        ) from None
+
+
 def _evaluate_and_export(run: Run, state: TrainState) -> dict[str, Any]:
+    """k-NN of the eval split against the train split, where both are labelled,
+    and the eval split's embeddings."""
     config = run.config
-    bank, bank_labels = embed_split(run.method, state.params, state.method_state, config,
-                                    config.data.train_split, run.mesh)
     queries, query_labels = embed_split(run.method, state.params, state.method_state, config,
                                         config.data.eval_split, run.mesh)
-    accuracy = knn_accuracy(bank, bank_labels, queries, query_labels, ks=tuple(config.eval.knn_k),
-                            temperature=config.eval.knn_temperature)
-    results = {f"knn_top1_k{k}": value for k, value in accuracy.items()}
-    MetricWriter(run.workdir, run.length.total_steps).write(int(state.step), results)
+    results: dict[str, Any] = {}
+    unlabelled = _unlabelled(config.data.eval_split, query_labels)
+    if not unlabelled:
+        bank, bank_labels = embed_split(run.method, state.params, state.method_state, config,
+                                        config.data.train_split, run.mesh)
+        unlabelled = _unlabelled(config.data.train_split, bank_labels)
+    if unlabelled:
+        log.info("k-NN skipped: %s", unlabelled)
+    else:
+        accuracy = knn_accuracy(bank, bank_labels, queries, query_labels,
+                                ks=tuple(config.eval.knn_k),
+                                temperature=config.eval.knn_temperature)
+        results = {f"knn_top1_k{k}": value for k, value in accuracy.items()}
+        writer = MetricWriter(run.workdir)
+        writer.write(int(state.step), results)
+        writer.close()
     results["embeddings"] = _write(run, config.data.eval_split, queries, query_labels,
                                    int(state.step))
     return results
+
+
+def _unlabelled(split: str, labels: np.ndarray) -> str:
+    """Why k-NN cannot use `split`, or '' when every example has a label."""
+    missing = int((labels < 0).sum())
+    return f"split {split!r} has {missing} unlabelled images" if missing else ""
 
 
 def _write(run: Run, split: str, features: np.ndarray, labels: np.ndarray,
            step: int) -> dict[str, str]:
     if jax.process_index() != 0:
         return {}
-    return write_embeddings(os.path.join(run.workdir, "embeddings"), split, features, labels,
+    return write_embeddings(fs.join(run.workdir, "embeddings"), split, features, labels,
                             run.config, step)
 
 

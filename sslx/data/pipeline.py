@@ -116,14 +116,12 @@ def eval_iterator(
         source = load_split(config.data, split, process_index=index, process_count=count)
     largest_shard = -(-source.num_examples // source.process_count)
     total = -(-largest_shard // local_batch) * local_batch
-    crop = config.data.image_size > size
-    mean, std = tuple(config.data.mean), tuple(config.data.std)
+    preprocess_image = eval_preprocess(config, size)
 
     @tf.autograph.experimental.do_not_convert
     def preprocess(example: dict[str, tf.Tensor]) -> Batch:
-        image = example["image"]
-        image = center_crop(image, size) if crop else resize(image, size, size)
-        return {"image": normalize(image, mean, std), "label": example["label"], "valid": True}
+        return {"image": preprocess_image(example["image"]), "label": example["label"],
+                "valid": True}
 
     padding = tf.data.Dataset.from_tensors(
         {"image": tf.zeros([size, size, 3]), "label": -1, "valid": False}
@@ -135,6 +133,21 @@ def eval_iterator(
         .batch(local_batch)
     )
     return _numpy_iterator(dataset, config)
+
+
+def eval_preprocess(config: ml_collections.ConfigDict, size: int):
+    """The evaluation transform of one RGB image (uint8, or float in [0, 1]) of any
+    size to a normalised float32 [size, size, 3]: evaluation, export and
+    `sslx.load(...).embed` all see images through it."""
+    crop = config.data.image_size > size
+    mean, std = tuple(config.data.mean), tuple(config.data.std)
+
+    @tf.autograph.experimental.do_not_convert
+    def preprocess(image: tf.Tensor) -> tf.Tensor:
+        image = center_crop(image, size) if crop else resize(image, size, size)
+        return normalize(image, mean, std)
+
+    return preprocess
 
 
 def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, Any]:

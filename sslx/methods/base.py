@@ -78,6 +78,12 @@ class Method(abc.ABC):
     def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
         """Backbone features [N, D] (no projector) of images [N, H, W, 3], in eval mode."""
 
+    def backbone_variables(self, params: PyTree, state: PyTree) -> PyTree:
+        """`{'params', 'batch_stats'}` of the backbone that `embed` runs, for exporting
+        it alone: by default the trained network's `backbone` submodule."""
+        return {"params": params["backbone"],
+                "batch_stats": state.get("batch_stats", {}).get("backbone", {})}
+
 
 def apply_by_resolution(
     apply_fn: Callable[[jax.Array], Any], views: Sequence[jax.Array]

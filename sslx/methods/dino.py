@@ -215,6 +215,10 @@ class DINO(Method):
     def after_update(self, params: PyTree, state: PyTree, step: jax.Array) -> PyTree:
         return {**state, "teacher": self.target.update(state["teacher"], params, step)}
 
+    def backbone_variables(self, params: PyTree, state: PyTree) -> PyTree:
+        """The teacher's backbone, the one `embed` runs."""
+        return super().backbone_variables(state["teacher"]["params"], state["teacher"])
+
     def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
         teacher = state["teacher"]
         variables = {"params": teacher["params"], "batch_stats": teacher["batch_stats"]}

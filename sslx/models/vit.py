@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
+import einops
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -61,10 +62,10 @@ def resize_pos_embedding(
     returned untouched when the grids are equal."""
     if tuple(from_grid) == tuple(to_grid):
         return pos
-    dim = pos.shape[-1]
-    return jax.image.resize(
-        pos.reshape(*from_grid, dim), (*to_grid, dim), method="bicubic", antialias=False
-    ).reshape(-1, dim)
+    grid = einops.rearrange(pos, "(h w) d -> h w d", h=from_grid[0], w=from_grid[1])
+    resized = jax.image.resize(grid, (*to_grid, pos.shape[-1]), method="bicubic",
+                               antialias=False)
+    return einops.rearrange(resized, "h w d -> (h w) d")
 
 
 class Block(nn.Module):
@@ -142,7 +143,7 @@ class ViT(nn.Module):
         x = nn.Conv(self.hidden_dim, (p, p), (p, p), padding="VALID", dtype=self.dtype,
                     kernel_init=patch_init, name="patch_embed")(x.astype(self.dtype))
         grid = x.shape[1:3]
-        x = x.reshape(batch, -1, self.hidden_dim)
+        x = einops.rearrange(x, "b h w d -> b (h w) d")
 
         if self.use_mask_token:
             token = self.param("mask_token", nn.initializers.zeros, (1, 1, self.hidden_dim))
