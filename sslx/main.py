@@ -51,7 +51,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     try:
         return flags.FLAGS(argv)
     except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as error:
-        message = " ".join(str(error).replace("\\n", " ").replace("\\'", "'").split())
+        # A recipe's own error comes wrapped in a traceback: keep its last line.
+        message = re.sub(r"Error whilst parsing config file:.*\n\w+: ", "", str(error),
+                         flags=re.DOTALL)
+        message = " ".join(message.replace("\\n", " ").replace("\\'", "'").split())
         if len(message) > 1 and message[0] == message[-1] and message[0] in "'\"":
             message = message[1:-1]  # KeyError quotes its whole message
         sys.exit(f"sslx: bad command line: {message}\n"

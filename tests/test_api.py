@@ -49,7 +49,7 @@ def _files(root: str) -> set[str]:
 
 
 def test_every_output_lands_in_a_remote_workdir(trained, monkeypatch):
-    config, workdir, checkpoints, _, cwd = trained
+    _, workdir, checkpoints, _, cwd = trained
     monkeypatch.chdir(cwd)
     sslx.load(workdir).export_backbone(fs.join(workdir, "backbone.msgpack"))
     files = _files(workdir)
@@ -64,7 +64,7 @@ def test_every_output_lands_in_a_remote_workdir(trained, monkeypatch):
     assert os.path.isdir(os.path.join(checkpoints, "2"))
 
 
-def test_checkpoints_refuse_a_file_system_orbax_cannot_write(tmp_path):
+def test_checkpoints_refuse_a_file_system_orbax_cannot_write():
     config = tiny_config()
     with pytest.raises(ConfigError, match=r"ram://elsewhere/checkpoints.*checkpoint\.directory"):
         train.prepare(config, "ram://elsewhere")

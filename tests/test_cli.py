@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import sys
 import pytest
 from helpers import REPO, small_fmnist_npz, tiny_config
 
-from sslx import train
+from sslx import saved_config, train
+from sslx.data import views
 from sslx.errors import CheckpointError, ConfigError, DataError
 
 
@@ -66,3 +68,52 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=r"config\.model\.width=8"):
         train.train_and_evaluate(wider, workdir)
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
+
+
+def _printed_config(*args: str):
+    result = _cli("--mode=print_config", *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return saved_config.from_dict(json.loads(result.stdout))
+
+
+def test_per_crop_tuples_on_the_command_line_reach_the_pipeline():
+    config = _printed_config("--config=configs/simclr_fmnist.py",
+                             "--config.views.global_crops.blur_prob=(1.0,0.1)",
+                             "--config.views.global_crops.solarize_prob=0.2")
+    specs = views.view_specs(config.views)
+    assert [spec.blur_prob for spec in specs] == [1.0, 0.1]
+    assert [spec.solarize_prob for spec in specs] == [0.2, 0.2]
+
+
+def test_workdir_without_config_uses_its_saved_config(tmp_path):
+    config = tiny_config()
+    saved_config.save(config, str(tmp_path))
+    printed = _printed_config(f"--workdir={tmp_path}", "--config.eval.knn_k=(3,)")
+    assert printed.eval.knn_k == (3,)
+    printed.eval.knn_k = config.eval.knn_k
+    assert printed.to_dict() == config.to_dict()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--config.optim.base_lr=abc",), "could not convert string to float: 'abc'\n"),
+    (("--config.train.dtype=float16", "--config.data.eval_split=nope"),
+     "config.train.dtype='float16' is not one of float32, bfloat16"),
+    (("--config.data.eval_split=nope",), "no split 'nope'"),
+])
+def test_errors_are_one_line_naming_the_fix(args, message, tmp_path):
+    result = _cli("--config=configs/simclr_fmnist.py", f"--workdir={tmp_path}", *args)
+    assert result.returncode != 0
+    assert result.stderr.startswith("sslx: ") and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    ((), "--config=configs/RECIPE.py is required"),
+    (("--config=configs/simclr_fmnist.py",), "--workdir is required"),
+    (("--config=configs/simclr_fmnist.py:nope", "--workdir=x"),
+     "unknown config variant 'nope'; available: runlocal"),
+])
+def test_missing_or_unknown_arguments_are_named(args, message):
+    result = _cli(*args)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
