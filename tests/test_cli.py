@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 from helpers import REPO, small_fmnist_npz, tiny_config
 
@@ -16,7 +17,11 @@ from sslx.errors import CheckpointError, ConfigError, DataError
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu"}
+    """`python -m sslx.main ARGS` in a new process, sharing the suite's compile cache."""
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu",
+           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
     return subprocess.run([sys.executable, "-m", "sslx.main", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
