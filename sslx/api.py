@@ -74,7 +74,7 @@ class Model:
         file with what rebuilds it; `load_backbone(path)` reads it back."""
         variables = jax.device_get(self.method.backbone_variables(self.params,
                                                                   self.method_state))
-        fs.write_bytes(path, serialization.msgpack_serialize({
+        fs.write(path, serialization.msgpack_serialize({
             "model": json.dumps(self.config.model.to_dict()),
             "image_size": self.image_size,
             "mean": list(self.config.data.mean),

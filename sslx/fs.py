@@ -49,9 +49,10 @@ def open_file(path: str, mode: str = "r") -> IO[Any]:
     return tf.io.gfile.GFile(path, mode)
 
 
-def write_text(path: str, text: str) -> None:
-    with open_file(path, "w") as f:
-        f.write(text)
+def write(path: str, data: str | bytes) -> None:
+    """Writes text or bytes to `path`, replacing what was there."""
+    with open_file(path, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
 
 
 def read_text(path: str) -> str:
@@ -60,7 +61,7 @@ def read_text(path: str) -> str:
 
 
 def write_json(path: str, value: Any) -> None:
-    write_text(path, json.dumps(value, indent=2) + "\n")
+    write(path, json.dumps(value, indent=2) + "\n")
 
 
 def read_json(path: str) -> Any:
@@ -71,18 +72,12 @@ def save_npy(path: str, array: np.ndarray) -> None:
     """`np.save` to any file system (np.save itself writes local files only)."""
     buffer = io.BytesIO()
     np.save(buffer, array)
-    with open_file(path, "wb") as f:
-        f.write(buffer.getvalue())
+    write(path, buffer.getvalue())
 
 
 def load_npy(path: str) -> np.ndarray:
     with open_file(path, "rb") as f:
         return np.load(io.BytesIO(f.read()))
-
-
-def write_bytes(path: str, data: bytes) -> None:
-    with open_file(path, "wb") as f:
-        f.write(data)
 
 
 def read_bytes(path: str) -> bytes:

@@ -79,7 +79,7 @@ def save(config: ml_collections.ConfigDict, workdir: str, *, write: bool = True)
             log.info("config.%s changed since the last run: %r -> %r", field, old, new)
     if write:
         fs.makedirs(workdir)
-        fs.write_text(saved, to_json(config))
+        fs.write(saved, to_json(config))
 
 
 def differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
