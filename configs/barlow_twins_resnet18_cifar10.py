@@ -16,33 +16,16 @@ smaller steps than in solo-learn.
 `:runlocal` shrinks it to a CPU run on Fashion-MNIST with a 512-wide projector.
 """
 
-from sslx.config_defaults import base_config, cifar10_data, view_group, with_variant
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    cifar10_data(config)
-    config.views.global_crops = view_group(
-        count=2, size=32, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
-        contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=0.0,
-        solarize_prob=(0.0, 0.2))
-
-    config.model.name = "resnet18"
-    config.model.stem = "cifar"
-    config.method.name = "barlow_twins"
-    config.method.lambd = 0.0051
+    config = base_config(method="barlow_twins")
+    recipes.cifar10(config)
+    config.views.global_crops = recipes.byol_views(32, blur_prob=0.0)
     config.method.loss_scale = 0.1
     config.method.projector_hidden_dim = 2048
     config.method.projector_dim = 2048
-
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.3
-    config.optim.lr_scaling = "linear"
-    config.optim.warmup_epochs = 10.0
-    config.optim.weight_decay = 1e-4
-    config.optim.exclude_bias_and_norm = True
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.checkpoint.every_steps = 5000
-    return with_variant(config, arg, runlocal_overrides={
-        "method.projector_hidden_dim": 512, "method.projector_dim": 512})
+    recipes.lars(config, base_lr=0.3, weight_decay=1e-4)
+    return with_variant(config, arg, runlocal_overrides=recipes.projector_runlocal())

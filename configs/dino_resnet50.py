@@ -19,32 +19,21 @@ mode, as the official code) and keeps its own running averages for evaluation.
 configs/dino_vits16.py.
 """
 
-from sslx.config_defaults import base_config, imagenet_data, with_variant
-from sslx.methods.dino import (
-    dino_method_config,
-    dino_optim,
-    dino_runlocal,
-    dino_views,
-)
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    imagenet_data(config)
-    config.views = dino_views(local_count=6, global_scale=(0.14, 1.0),
-                              local_scale=(0.05, 0.14))
-
-    config.model.name = "resnet50"
-    config.model.stem = "imagenet"
-    config.method = dino_method_config(norm_last_layer=True, teacher_temp=0.04,
-                                       warmup_teacher_temp_epochs=0.0)
-    dino_optim(config)
+    config = base_config(method="dino")
+    recipes.imagenet(config, "resnet50", batch_size=1024, epochs=100.0)
+    config.views = recipes.dino_views(local_count=6, global_scale=(0.14, 1.0),
+                                      local_scale=(0.05, 0.14))
+    config.method.teacher_temp = 0.04
+    config.method.warmup_teacher_temp_epochs = 0.0
+    recipes.dino_optim(config)
     config.optim.name = "sgd"
     config.optim.base_lr = 0.03
     config.optim.momentum = 0.9
     config.optim.weight_decay = 1e-4
     config.optim.weight_decay_end = -1.0  # constant
-    config.train.batch_size = 1024
-    config.train.epochs = 100.0
-    config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides=dino_runlocal())
+    return with_variant(config, arg, runlocal_overrides=recipes.dino_runlocal())

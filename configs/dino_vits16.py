@@ -20,26 +20,12 @@ p 0 / 0.2; local crops 96 px, scale (0.05, 0.4), blur p 0.5; colour jitter
 512-512-128 -> 1024) with the same recipe for 70 steps of 128 (see `dino_runlocal`).
 """
 
-from sslx.config_defaults import base_config, imagenet_data, with_variant
-from sslx.methods.dino import (
-    dino_method_config,
-    dino_optim,
-    dino_runlocal,
-    dino_views,
-)
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    imagenet_data(config)
-    config.views = dino_views(local_count=10)
-
-    config.model.name = "vit_s"
-    config.model.patch_size = 16
-    config.model.drop_path = 0.1
-    config.method = dino_method_config(norm_last_layer=False, teacher_temp=0.07)
-    dino_optim(config)
-    config.train.batch_size = 1024
-    config.train.epochs = 800.0
-    config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides=dino_runlocal())
+    config = base_config(method="dino")
+    recipes.dino_vit(config, "vit_s", patch_size=16, epochs=800.0)
+    config.method.norm_last_layer = False
+    return with_variant(config, arg, runlocal_overrides=recipes.dino_runlocal())

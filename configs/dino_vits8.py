@@ -12,26 +12,12 @@ global crop and 144 per local crop, about 4x the compute of ViT-S/16 per image.
 `:runlocal`: the same shrink as configs/dino_vits16.py (patches of 4 px).
 """
 
-from sslx.config_defaults import base_config, imagenet_data, with_variant
-from sslx.methods.dino import (
-    dino_method_config,
-    dino_optim,
-    dino_runlocal,
-    dino_views,
-)
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    imagenet_data(config)
-    config.views = dino_views(local_count=10)
-
-    config.model.name = "vit_s"
-    config.model.patch_size = 8
-    config.model.drop_path = 0.1
-    config.method = dino_method_config(norm_last_layer=False, teacher_temp=0.07)
-    dino_optim(config)
-    config.train.batch_size = 1024
-    config.train.epochs = 800.0
-    config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides=dino_runlocal())
+    config = base_config(method="dino")
+    recipes.dino_vit(config, "vit_s", patch_size=8, epochs=800.0)
+    config.method.norm_last_layer = False
+    return with_variant(config, arg, runlocal_overrides=recipes.dino_runlocal())

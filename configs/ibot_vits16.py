@@ -20,33 +20,15 @@ r ~ U(0.1, 0.5), block aspect ratios in (0.3, 1/0.3), from the first epoch.
 above, + 4x12 px crops; head 512-512-128 -> 1024) for 70 steps of 128 (see `dino_runlocal`).
 """
 
-from sslx.config_defaults import base_config, imagenet_data, with_variant
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 from sslx.data.masks import mask_config
-from sslx.methods.dino import (
-    dino_method_config,
-    dino_optim,
-    dino_runlocal,
-    dino_views,
-)
 
 
 def get_config(arg=None):
-    config = base_config()
-    imagenet_data(config)
-    config.views = dino_views(local_count=10, global_scale=(0.25, 1.0),
-                              local_scale=(0.05, 0.25))
+    config = base_config(method="ibot")
+    recipes.dino_vit(config, "vit_s", patch_size=16, epochs=800.0)
+    config.views = recipes.dino_views(local_count=10, global_scale=(0.25, 1.0),
+                                      local_scale=(0.05, 0.25))
     config.masks = mask_config(prob=0.5, ratio=(0.1, 0.5), aspect=(0.3, 1 / 0.3))
-
-    config.model.name = "vit_s"
-    config.model.patch_size = 16
-    config.model.drop_path = 0.1
-    config.method = dino_method_config(
-        out_dim=8192, norm_last_layer=False, teacher_temp=0.07,
-        warmup_teacher_temp_epochs=30.0, lambda_cls=1.0, lambda_patch=1.0,
-        warmup_teacher_patch_temp=0.04, teacher_patch_temp=0.07)
-    config.method.name = "ibot"
-    dino_optim(config)
-    config.train.batch_size = 1024
-    config.train.epochs = 800.0
-    config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides=dino_runlocal())
+    return with_variant(config, arg, runlocal_overrides=recipes.dino_runlocal())

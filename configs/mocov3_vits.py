@@ -14,28 +14,19 @@ crop scale 0.08-1. (The official ViT-S has 12 heads; sslx's ViT-S has DeiT's 6.)
 (narrower heads, fewer steps).
 """
 
-from sslx.config_defaults import base_config, imagenet_data, view_group, with_variant
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None, model: str = "vit_s"):
-    config = base_config()
-    imagenet_data(config)
-    config.views.global_crops = view_group(
-        count=2, size=224, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
-        contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=(1.0, 0.1),
-        solarize_prob=(0.0, 0.2))
-
-    config.model.name = model
+    config = base_config(method="mocov3")
+    recipes.imagenet(config, model, batch_size=4096, epochs=300.0)
+    config.views.global_crops = recipes.byol_views(224)
     config.model.patch_size = 16
     config.model.pos_embedding = "sincos"
-    config.method.name = "mocov3"
     config.method.temperature = 0.2
     config.method.projector_layers = 3
-    config.method.projector_hidden_dim = 4096
-    config.method.projector_dim = 256
-    config.method.predictor_hidden_dim = 4096
     config.method.predictor_output_norm = True
-    config.method.base_momentum = 0.99
 
     config.optim.name = "adamw"
     config.optim.base_lr = 1.5e-4
@@ -48,10 +39,4 @@ def get_config(arg=None, model: str = "vit_s"):
     # Random patch projection, frozen for the whole run (1e9 epochs): MoCo v3's fix for
     # the training instability of ViTs (Sec. 5).
     config.optim.frozen.patch_embed = 1e9
-    config.train.batch_size = 4096
-    config.train.epochs = 300.0
-    config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides={
-        "method.projector_hidden_dim": 512, "method.projector_dim": 128,
-        "method.predictor_hidden_dim": 512,
-        "train.steps": 70})  # four forward passes a step: ~5 CPU minutes
+    return with_variant(config, arg, runlocal_overrides=recipes.predictor_runlocal())

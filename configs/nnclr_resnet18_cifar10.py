@@ -17,35 +17,15 @@ smaller steps than in solo-learn.
 512/1024-wide projector/predictor hidden layers.
 """
 
-from sslx.config_defaults import base_config, cifar10_data, view_group, with_variant
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    cifar10_data(config)
-    config.views.global_crops = view_group(
-        count=2, size=32, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
-        contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=0.0,
-        solarize_prob=(0.0, 0.2))
-
-    config.model.name = "resnet18"
-    config.model.stem = "cifar"
-    config.method.name = "nnclr"
+    config = base_config(method="nnclr")
+    recipes.cifar10(config)
+    config.views.global_crops = recipes.byol_views(32, blur_prob=0.0)
     config.method.temperature = 0.2
     config.method.queue_size = 65536
-    config.method.projector_hidden_dim = 2048
-    config.method.projector_dim = 256
-    config.method.predictor_hidden_dim = 4096
-
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.4
-    config.optim.lr_scaling = "linear"
-    config.optim.warmup_epochs = 10.0
-    config.optim.weight_decay = 1e-5
-    config.optim.exclude_bias_and_norm = True
-    config.train.batch_size = 256
-    config.train.epochs = 1000.0
-    config.checkpoint.every_steps = 5000
-    return with_variant(config, arg, runlocal_overrides={
-        "method.queue_size": 4096, "method.projector_hidden_dim": 512,
-        "method.predictor_hidden_dim": 1024})
+    recipes.lars(config, base_lr=0.4, weight_decay=1e-5)
+    return with_variant(config, arg, runlocal_overrides=recipes.nnclr_runlocal())

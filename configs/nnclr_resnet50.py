@@ -17,35 +17,13 @@ view's projections of the whole global batch (see sslx/methods/nnclr.py).
 512/1024-wide projector/predictor hidden layers.
 """
 
-from sslx.config_defaults import base_config, imagenet_data, view_group, with_variant
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    imagenet_data(config)
-    config.views.global_crops = view_group(
-        count=2, size=224, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
-        contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=(1.0, 0.1),
-        solarize_prob=(0.0, 0.2))
-
-    config.model.name = "resnet50"
-    config.model.stem = "imagenet"
-    config.method.name = "nnclr"
-    config.method.temperature = 0.1
-    config.method.queue_size = 98304
-    config.method.projector_hidden_dim = 2048
-    config.method.projector_dim = 256
-    config.method.predictor_hidden_dim = 4096
-
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.15
-    config.optim.lr_scaling = "linear"
-    config.optim.warmup_epochs = 10.0
-    config.optim.weight_decay = 1e-6
-    config.optim.exclude_bias_and_norm = True
-    config.train.batch_size = 4096
-    config.train.epochs = 1000.0
-    config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides={
-        "method.queue_size": 4096, "method.projector_hidden_dim": 512,
-        "method.predictor_hidden_dim": 1024})
+    config = base_config(method="nnclr")
+    recipes.imagenet(config, "resnet50", batch_size=4096, epochs=1000.0)
+    config.views.global_crops = recipes.byol_views(224)
+    recipes.lars(config, base_lr=0.15, weight_decay=1e-6)
+    return with_variant(config, arg, runlocal_overrides=recipes.nnclr_runlocal())

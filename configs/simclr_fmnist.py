@@ -10,11 +10,12 @@ network). Ends with the k-NN top-1 on the test split (train split as memory
 bank) and the test embeddings as .npy under WORKDIR/embeddings.
 """
 
+from sslx import recipes
 from sslx.config_defaults import base_config, view_group, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
+    config = base_config(method="simclr")
     config.views.global_crops = view_group(
         count=2, size=28, crop_scale=(0.25, 1.0), jitter_prob=0.8, brightness=0.4,
         contrast=0.4, saturation=0.0, hue=0.0, grayscale_prob=0.0, blur_prob=0.0,
@@ -23,17 +24,10 @@ def get_config(arg=None):
     config.model.name = "resnet18"
     config.model.stem = "cifar"
     config.model.width = 8
-    config.method.name = "simclr"
     config.method.temperature = 0.2
-    config.method.projector_layers = 2
     config.method.projector_hidden_dim = 512
-    config.method.projector_dim = 128
-
-    config.optim.name = "lars"
-    config.optim.base_lr = 1.0
-    config.optim.lr_scaling = "linear"
+    recipes.lars(config, base_lr=1.0, weight_decay=1e-6)
     config.optim.warmup_epochs = 0.2
-    config.optim.weight_decay = 1e-6
     config.train.batch_size = 256
     config.train.epochs = 1.5
     config.train.log_every = 20

@@ -10,37 +10,14 @@ affine; predictor: Dense 512 - BN - ReLU - Dense 2048. Views as on ImageNet with
 (narrower heads, fewer steps).
 """
 
-from sslx.config_defaults import base_config, cifar10_data, view_group, with_variant
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    cifar10_data(config)
-    config.views.global_crops = view_group(
-        count=2, size=32, crop_scale=(0.2, 1.0), jitter_prob=0.8, brightness=0.4,
-        contrast=0.4, saturation=0.4, hue=0.1, grayscale_prob=0.2, blur_prob=0.0,
-        solarize_prob=0.0)
-
-    config.model.name = "resnet18"
-    config.model.stem = "cifar"
-    config.method.name = "simsiam"
+    config = base_config(method="simsiam")
+    recipes.cifar10(config, batch_size=512, epochs=800.0)
+    config.views.global_crops = recipes.simsiam_views(32, blur_prob=0.0)
     config.method.projector_layers = 2
-    config.method.projector_hidden_dim = 2048
-    config.method.projector_dim = 2048
-    config.method.predictor_hidden_dim = 512
-
-    config.optim.name = "sgd"
-    config.optim.base_lr = 0.03
-    config.optim.lr_scaling = "linear"
-    config.optim.warmup_epochs = 0.0
-    config.optim.weight_decay = 5e-4
-    config.optim.momentum = 0.9
-    config.optim.exclude_bias_and_norm = False
-    config.optim.constant_lr = ("^predictor/",)
-    config.train.batch_size = 512
-    config.train.epochs = 800.0
-    config.checkpoint.every_steps = 5000
-    return with_variant(config, arg, runlocal_overrides={
-        "method.projector_hidden_dim": 512, "method.projector_dim": 512,
-        "method.predictor_hidden_dim": 128,
-        "train.steps": 100})  # ~5 CPU minutes
+    recipes.simsiam_sgd(config, base_lr=0.03, weight_decay=5e-4)
+    return with_variant(config, arg, runlocal_overrides=recipes.simsiam_runlocal())

@@ -12,37 +12,13 @@ p 0.8, grayscale p 0.2, blur p 0.5, flip; both views alike.
 (narrower heads, fewer steps).
 """
 
-from sslx.config_defaults import base_config, imagenet_data, view_group, with_variant
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    imagenet_data(config)
-    config.views.global_crops = view_group(
-        count=2, size=224, crop_scale=(0.2, 1.0), jitter_prob=0.8, brightness=0.4,
-        contrast=0.4, saturation=0.4, hue=0.1, grayscale_prob=0.2, blur_prob=0.5,
-        solarize_prob=0.0)
-
-    config.model.name = "resnet50"
-    config.model.stem = "imagenet"
-    config.method.name = "simsiam"
-    config.method.projector_layers = 3
-    config.method.projector_hidden_dim = 2048
-    config.method.projector_dim = 2048
-    config.method.predictor_hidden_dim = 512
-
-    config.optim.name = "sgd"
-    config.optim.base_lr = 0.05
-    config.optim.lr_scaling = "linear"
-    config.optim.warmup_epochs = 0.0
-    config.optim.weight_decay = 1e-4
-    config.optim.momentum = 0.9
-    config.optim.exclude_bias_and_norm = False
-    config.optim.constant_lr = ("^predictor/",)
-    config.train.batch_size = 512
-    config.train.epochs = 100.0
-    config.checkpoint.every_steps = 5000
-    return with_variant(config, arg, runlocal_overrides={
-        "method.projector_hidden_dim": 512, "method.projector_dim": 512,
-        "method.predictor_hidden_dim": 128,
-        "train.steps": 100})  # ~5 CPU minutes
+    config = base_config(method="simsiam")
+    recipes.imagenet(config, "resnet50", batch_size=512, epochs=100.0, checkpoint_every=5000)
+    config.views.global_crops = recipes.simsiam_views(224)
+    recipes.simsiam_sgd(config, base_lr=0.05, weight_decay=1e-4)
+    return with_variant(config, arg, runlocal_overrides=recipes.simsiam_runlocal())

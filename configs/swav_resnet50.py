@@ -20,54 +20,16 @@ The small-batch recipe (Appendix A, `swav_200ep_bs256_pretrain.sh`):
 a 512-entry queue) with the same losses, augmentations and optimizer.
 """
 
-from sslx.config_defaults import (
-    base_config,
-    color_distortion,
-    imagenet_data,
-    view_group,
-    with_variant,
-)
-
-AUGMENT = dict(jitter_prob=0.8, **color_distortion(1.0), grayscale_prob=0.2, blur_prob=0.5,
-               solarize_prob=0.0)
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    imagenet_data(config)
-    config.views.global_crops = view_group(count=2, size=224, crop_scale=(0.14, 1.0), **AUGMENT)
-    config.views.local_crops = view_group(count=6, size=96, crop_scale=(0.05, 0.14), **AUGMENT)
-
-    config.model.name = "resnet50"
-    config.model.stem = "imagenet"
-    config.method.name = "swav"
-    config.method.num_prototypes = 3000
-    config.method.projector_hidden_dim = 2048
-    config.method.projector_dim = 128
-    config.method.temperature = 0.1
-    config.method.epsilon = 0.05
-    config.method.sinkhorn_iterations = 3
-    config.method.num_assign_crops = 2
-    config.method.queue_length = 0
-    config.method.queue_start_epoch = 15.0
-
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.3
-    config.optim.lr_scaling = "linear"
-    config.optim.min_lr = 0.0048
-    config.optim.warmup_epochs = 10.0
-    config.optim.weight_decay = 1e-6
+    config = base_config(method="swav")
+    recipes.imagenet(config, "resnet50", batch_size=4096, epochs=800.0)
+    config.views.global_crops = recipes.simclr_views(224, crop_scale=(0.14, 1.0))
+    config.views.local_crops = recipes.simclr_views(96, count=6, crop_scale=(0.05, 0.14))
+    recipes.lars(config, base_lr=0.3, weight_decay=1e-6, min_lr=0.0048)
     config.optim.frozen.prototypes = 1.0
-    config.train.batch_size = 4096
-    config.train.epochs = 800.0
-    config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides={
-        "views.local_crops.count": 4,
-        "method.num_prototypes": 100,
-        "method.projector_hidden_dim": 512,
-        "method.queue_length": 512,
-        "method.queue_start_epoch": 0.1,
-        "optim.frozen.prototypes": 0.05,
-        "optim.min_lr": 0.0,
-        "train.steps": 60,
-    })
+    return with_variant(config, arg, runlocal_overrides=recipes.swav_runlocal(
+        **{"views.local_crops.count": 4}))

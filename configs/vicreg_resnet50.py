@@ -15,35 +15,14 @@ blur p 1.0 / 0.1, solarize p 0 / 0.2.
 512-wide projector.
 """
 
-from sslx.config_defaults import base_config, imagenet_data, view_group, with_variant
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
 
 
 def get_config(arg=None):
-    config = base_config()
-    imagenet_data(config)
-    config.views.global_crops = view_group(
-        count=2, size=224, crop_scale=(0.08, 1.0), jitter_prob=0.8, brightness=0.4,
-        contrast=0.4, saturation=0.2, hue=0.1, grayscale_prob=0.2, blur_prob=(1.0, 0.1),
-        solarize_prob=(0.0, 0.2))
-
-    config.model.name = "resnet50"
-    config.model.stem = "imagenet"
-    config.method.name = "vicreg"
-    config.method.sim_weight = 25.0
-    config.method.var_weight = 25.0
-    config.method.cov_weight = 1.0
-    config.method.projector_hidden_dim = 8192
-    config.method.projector_dim = 8192
-
-    config.optim.name = "lars"
-    config.optim.base_lr = 0.2
-    config.optim.lr_scaling = "linear"
-    config.optim.min_lr = 0.0016  # 1/1000 of the peak lr 1.6 at batch 2048
-    config.optim.warmup_epochs = 10.0
-    config.optim.weight_decay = 1e-6
-    config.optim.exclude_bias_and_norm = True
-    config.train.batch_size = 2048
-    config.train.epochs = 1000.0
-    config.checkpoint.every_steps = 2500
-    return with_variant(config, arg, runlocal_overrides={
-        "method.projector_hidden_dim": 512, "method.projector_dim": 512})
+    config = base_config(method="vicreg")
+    recipes.imagenet(config, "resnet50", batch_size=2048, epochs=1000.0)
+    config.views.global_crops = recipes.byol_views(224)
+    # min_lr: 1/1000 of the peak lr 1.6 at batch 2048.
+    recipes.lars(config, base_lr=0.2, weight_decay=1e-6, min_lr=0.0016)
+    return with_variant(config, arg, runlocal_overrides=recipes.projector_runlocal())

@@ -1,9 +1,12 @@
 """The one config schema every recipe starts from.
 
-Recipes in `configs/` call `base_config()` and change a handful of fields, so
-every run has the same keys and every key can be overridden from the command
-line with `--config.a.b=value`. Shared building blocks for recipes (view
-groups, the `:runlocal` shrink) live here too.
+Recipes in `configs/` call `base_config(method=NAME)`, which holds every field a
+run reads (the method's own fields are those it registers beside its code, see
+`sslx.methods.register`), and change a handful of them, so every run has the same
+keys and every key can be overridden from the command line with
+`--config.a.b=value`. The schema's pieces (view groups, the `:runlocal` shrink)
+live here; blocks of published recipes that several recipes share are in
+`sslx.recipes`.
 """
 
 from __future__ import annotations
@@ -57,30 +60,18 @@ def view_group(
     ))
 
 
-def color_distortion(strength: float) -> dict[str, float]:
-    """SimCLR's colour-jitter parameters at a given distortion strength
-    (1.0 for ImageNet, 0.5 for CIFAR; Chen et al. 2020, Appendix A)."""
-    return dict(brightness=0.8 * strength, contrast=0.8 * strength,
-                saturation=0.8 * strength, hue=0.2 * strength)
+def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
+    """Every field a run reads, with neutral defaults, and in `config.method` the
+    fields `method` registers with their defaults (its published recipe); recipes
+    override what differs.
 
+    The sections of the schema are locked, so a misspelt field in a recipe fails
+    where it is set, naming the closest fields. Open until `with_variant` locks the
+    whole config: the top level (optional sections: `config.masks`), `config.views`
+    (a recipe names its view groups) and the `{regex: value}` maps
+    `config.optim.frozen` and `config.optim.lr_multipliers`."""
+    from sslx import methods  # here: importing the method's module imports jax
 
-def imagenet_data(config: ml_collections.ConfigDict) -> None:
-    """ImageNet-1k from TFDS (prepared in the default data_dir) with the usual
-    normalisation; evaluation resizes to 256 and center-crops the view size."""
-    config.data.update(dict(
-        source="tfds", name="imagenet2012", train_split="train", eval_split="validation",
-        path="", image_size=256, cache=False, mean=IMAGENET_MEAN, std=IMAGENET_STD))
-
-
-def cifar10_data(config: ml_collections.ConfigDict) -> None:
-    """CIFAR-10 from TFDS (prepared in the default data_dir), whole split in memory."""
-    config.data.update(dict(
-        source="tfds", name="cifar10", train_split="train", eval_split="test", path="",
-        image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD, shuffle_buffer=50_000))
-
-
-def base_config() -> ml_collections.ConfigDict:
-    """Every field a run reads, with neutral defaults; recipes override them."""
     c = ml_collections.ConfigDict()
     c.seed = 0
 
@@ -111,7 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
         pos_embedding="learned",           # vit: learned | sincos
         drop_path=0.0,                     # vit stochastic depth rate
     ))
-    c.method = ml_collections.ConfigDict(dict(name="simclr"))
+    c.method = methods.default_config(method)
 
     c.optim = ml_collections.ConfigDict(dict(
         name="lars",                       # lars | adamw | sgd
@@ -151,6 +142,10 @@ def base_config() -> ml_collections.ConfigDict:
         batch_size=512,
         export_split="test",
     ))
+    for section in (c.data, c.model, c.method, c.optim, c.train, c.checkpoint, c.eval):
+        section.lock()
+    c.optim.frozen.unlock()
+    c.optim.lr_multipliers.unlock()
     return c
 
 
@@ -212,5 +207,14 @@ def with_variant(config: ml_collections.ConfigDict, arg: str | None,
     if "runlocal" in names:
         for key, value in (runlocal_overrides or {}).items():
             set_field(config, key, value)
-    config.lock()
+    lock_all(config)
     return config
+
+
+def lock_all(config: ml_collections.ConfigDict) -> None:
+    """Locks `config` and every ConfigDict in it (`ConfigDict.lock` does not descend
+    into a locked section, so it would leave the maps `base_config` opens unlocked)."""
+    config.lock()
+    for value in config.values():
+        if isinstance(value, ml_collections.ConfigDict):
+            lock_all(value)

@@ -1,11 +1,18 @@
 """Methods, registered by name: a method is one file in this package that
-decorates its class with `@register("name")`; every module here is imported on
-first lookup, so adding a method needs no edit anywhere else."""
+decorates its class with `@register("name", defaults=DEFAULTS)`; every module
+here is imported on first lookup, so adding a method needs no edit anywhere else.
+
+`defaults` are the method's `config.method` fields, every one it reads, with
+the values of its published recipe. `config_defaults.base_config(method=name)`
+starts a recipe from them, and `build` refuses a `config.method` whose fields
+are not exactly those (a `--config.method.name` switched to another method)."""
 
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Mapping
+from typing import Any
 
 import ml_collections
 
@@ -13,15 +20,20 @@ from sslx.errors import ConfigError, close_matches
 from sslx.methods.base import Method, TrainLength
 
 _REGISTRY: dict[str, type[Method]] = {}
+_DEFAULTS: dict[str, dict[str, Any]] = {}
 
 
-def register(name: str):
-    """Class decorator that makes a `Method` selectable as `config.method.name`."""
+def register(name: str, *, defaults: Mapping[str, Any]):
+    """Class decorator that makes a `Method` selectable as `config.method.name`,
+    with its `config.method` fields and their default values."""
 
     def add(cls: type[Method]) -> type[Method]:
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"method {name!r} is registered twice")
+        if "name" in defaults:
+            raise ValueError(f"defaults of method {name!r}: 'name' is the registered name")
         _REGISTRY[name] = cls
+        _DEFAULTS[name] = dict(defaults)
         return cls
 
     return add
@@ -33,22 +45,56 @@ def _import_all() -> None:
             importlib.import_module(f"{__name__}.{module.name}")
 
 
+def _lookup(name: str) -> type[Method]:
+    """The class registered as `name`; imports only its module where the file
+    is named after the method (what `base_config(method=...)` needs), else all."""
+    if name not in _REGISTRY:
+        if any(module.name == name for module in pkgutil.iter_modules(__path__)):
+            importlib.import_module(f"{__name__}.{name}")
+        if name not in _REGISTRY:
+            _import_all()
+    if name not in _REGISTRY:
+        raise ConfigError(
+            f"config.method.name={name!r} is not a method{close_matches(name, _REGISTRY)}; "
+            f"available: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[name]
+
+
 def names() -> list[str]:
     """All registered method names."""
     _import_all()
     return sorted(_REGISTRY)
 
 
+def default_config(name: str) -> ml_collections.ConfigDict:
+    """`config.method` of method `name` with its registered defaults."""
+    _lookup(name)
+    return ml_collections.ConfigDict({"name": name, **_DEFAULTS[name]})
+
+
+def check_fields(method: ml_collections.ConfigDict) -> None:
+    """`ConfigError` unless `method` has exactly the fields its method declares."""
+    name = method.name
+    _lookup(name)
+    declared, present = set(_DEFAULTS[name]), set(method.keys()) - {"name"}
+    missing, unknown = sorted(declared - present), sorted(present - declared)
+    if missing or unknown:
+        problems = [f"lacks {', '.join(missing)}"] if missing else []
+        problems += [f"has {', '.join(unknown)}, which {name} does not read"] if unknown else []
+        raise ConfigError(
+            f"config.method.name={name!r}, but config.method {' and '.join(problems)}. A "
+            "recipe selects its method with base_config(method=...), which brings that "
+            "method's fields; --config.method.name cannot switch a recipe to another "
+            f"method: use a recipe of {name} (configs/{name}_*.py)")
+
+
 def build(config: ml_collections.ConfigDict, length: TrainLength) -> Method:
     """The method `config.method.name`, constructed for this run."""
-    _import_all()
-    name = config.method.name
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"config.method.name={name!r} is not a method{close_matches(name, _REGISTRY)}; "
-            f"available: {', '.join(sorted(_REGISTRY))}"
-        )
-    return _REGISTRY[name](config, length)
+    cls = _lookup(config.method.name)
+    check_fields(config.method)
+    return cls(config, length)
 
 
-__all__ = ["Method", "TrainLength", "build", "names", "register"]
+__all__ = ["Method", "TrainLength", "build", "check_fields", "default_config", "names",
+           "register"]

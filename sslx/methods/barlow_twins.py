@@ -70,7 +70,11 @@ def wide_projector(config, dtype) -> heads.MLPHead:
                          num_layers=3, use_bias=False, dtype=dtype)
 
 
-@register("barlow_twins")
+# configs/barlow_twins_resnet50.py (Zbontar et al. 2021, Sec. 2-3).
+DEFAULTS = dict(lambd=0.0051, loss_scale=1.0, projector_hidden_dim=8192, projector_dim=8192)
+
+
+@register("barlow_twins", defaults=DEFAULTS)
 class BarlowTwins(TwoViewMethod):
     """Config: `method.lambd` (off-diagonal weight λ), `method.loss_scale` (a constant
     factor on the loss, 1 in the paper), `method.projector_hidden_dim`,

@@ -24,8 +24,13 @@ from sslx.methods.simsiam import SimSiam, forward_each_view
 from sslx.methods.teacher import EMATarget
 from sslx.models import heads
 
+# configs/byol_resnet50.py (Grill et al. 2020, Sec. 3.3). Not SimSiam's fields:
+# BYOL's projector has a fixed depth (no `projector_layers`).
+DEFAULTS = dict(projector_hidden_dim=4096, projector_dim=256, predictor_hidden_dim=4096,
+                base_momentum=0.996)
 
-@register("byol")
+
+@register("byol", defaults=DEFAULTS)
 class BYOL(SimSiam):
     """Config: `method.projector_hidden_dim`, `method.projector_dim`,
     `method.predictor_hidden_dim`, `method.base_momentum` (tau_base)."""

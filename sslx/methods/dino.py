@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import ml_collections
 
 from sslx import losses
-from sslx.config_defaults import view_group
 from sslx.data.views import global_view_count
 from sslx.errors import ConfigError
 from sslx.methods import register
@@ -41,92 +40,27 @@ from sslx.schedules import warmup_constant
 TEACHER_PARTS = ("backbone", "projector")
 
 
-def dino_method_config(
-    out_dim: int = 65536,
-    norm_last_layer: bool = True,
-    teacher_temp: float = 0.07,
-    warmup_teacher_temp_epochs: float = 30.0,
-    momentum_teacher: float = 0.996,
-    **extra,
-) -> ml_collections.ConfigDict:
-    """`config.method` of a DINO-family recipe with the paper's defaults
-    (Appendix A / `main_dino.py`): head 2048-2048-256 (GELU, no BN) then K =
-    `out_dim`, student temperature 0.1, teacher 0.04 -> `teacher_temp`, center
-    momentum 0.9. `extra` adds method-specific fields (iBOT's)."""
-    return ml_collections.ConfigDict(dict(
-        name="dino",
-        out_dim=out_dim,
-        hidden_dim=2048,
-        bottleneck_dim=256,
-        use_bn_in_head=False,
-        norm_last_layer=norm_last_layer,
-        student_temp=0.1,
-        warmup_teacher_temp=0.04,
-        teacher_temp=teacher_temp,
-        warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
-        momentum_teacher=momentum_teacher,
-        center_momentum=0.9,
-        **extra,
-    ))
+# Appendix A / `main_dino.py`: head 2048-2048-256 (GELU, no BN) then K = 65536 with a
+# weight-normalised last layer, student temperature 0.1, teacher 0.04 -> 0.07 over 30
+# epochs, teacher momentum 0.996 -> 1, center momentum 0.9 (configs/dino_vitb.py).
+DEFAULTS = dict(
+    out_dim=65536,
+    hidden_dim=2048,
+    bottleneck_dim=256,
+    use_bn_in_head=False,
+    norm_last_layer=True,
+    student_temp=0.1,
+    warmup_teacher_temp=0.04,
+    teacher_temp=0.07,
+    warmup_teacher_temp_epochs=30.0,
+    momentum_teacher=0.996,
+    center_momentum=0.9,
+)
 
 
-def dino_views(local_count: int, global_scale: tuple[float, float] = (0.4, 1.0),
-               local_scale: tuple[float, float] = (0.05, 0.4)) -> ml_collections.ConfigDict:
-    """DINO's multi-crop (Appendix A, BYOL's augmentations): 2 global crops of 224 px
-    (blur p 1.0 / 0.1, solarize p 0 / 0.2) and `local_count` local crops of 96 px
-    (blur p 0.5); flip, colour jitter (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2."""
-    colour = dict(jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
-                  grayscale_prob=0.2)
-    return ml_collections.ConfigDict(dict(
-        global_crops=view_group(count=2, size=224, crop_scale=global_scale, **colour,
-                                blur_prob=(1.0, 0.1), solarize_prob=(0.0, 0.2)),
-        local_crops=view_group(count=local_count, size=96, crop_scale=local_scale, **colour,
-                               blur_prob=0.5, solarize_prob=0.0),
-    ))
-
-
-def dino_optim(config: ml_collections.ConfigDict) -> None:
-    """DINO's ViT optimisation (`main_dino.py` defaults): AdamW lr 0.0005 x B/256, 10
-    warmup epochs, cosine to 1e-6, weight decay cosine 0.04 -> 0.4 (matrices only),
-    clipping 3.0 (global norm here, per parameter in the reference), the head's last
-    layer frozen during the first epoch."""
-    optim = config.optim
-    optim.name = "adamw"
-    optim.base_lr = 0.0005
-    optim.lr_scaling = "linear"
-    optim.min_lr = 1e-6
-    optim.warmup_epochs = 10.0
-    optim.weight_decay = 0.04
-    optim.weight_decay_end = 0.4
-    optim.grad_clip = 3.0
-    optim.exclude_bias_and_norm = True
-    optim.frozen.last_layer = 1.0
-
-
-def dino_runlocal(**extra) -> dict:
-    """`:runlocal` overrides of DINO-family recipes, sized for ~5 minutes on 2 CPU
-    cores: 4 local crops of 12 px next to the 2 global ones of 28 px, head
-    512-512-128 -> 1024, 70 steps of 128; the phases the recipe counts in epochs
-    (lr warm-up, frozen last layer, teacher temperature warm-up) and the teacher
-    momentum shortened in proportion, for 70 steps instead of ~100k."""
-    return {
-        "views.local_crops.count": 4,
-        "method.out_dim": 1024,
-        "method.hidden_dim": 512,
-        "method.bottleneck_dim": 128,
-        "method.warmup_teacher_temp_epochs": 0.03,
-        "method.momentum_teacher": 0.95,
-        "optim.warmup_epochs": 0.02,
-        "optim.frozen.last_layer": 0.02,
-        "train.batch_size": 128,
-        "train.steps": 70,
-        **extra,
-    }
-
-
-@register("dino")
+@register("dino", defaults=DEFAULTS)
 class DINO(Method):
-    """Config: `dino_method_config` fields; `config.optim.frozen.last_layer = 1.0`
+    """Config: the `DEFAULTS` fields; `config.optim.frozen.last_layer = 1.0`
     keeps the head's last layer fixed during the first epoch."""
 
     mask_token = False  # iBOT's student needs one

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from sslx import losses
 from sslx.errors import ConfigError
-from sslx.methods import register
+from sslx.methods import dino, register
 from sslx.methods.base import Batch, LossOutput, PyTree
 from sslx.methods.common import forward, init_variables
 from sslx.methods.dino import DINO
@@ -52,7 +52,15 @@ class TokenEncoder(nn.Module):
         return outputs
 
 
-@register("ibot")
+# DINO's fields and iBOT's own; values of configs/ibot_vits16.py (Zhou et al. 2022,
+# Appendix A and the README's ViT-S/16 run: K = 8192, last layer not normalised, loss
+# weights 1 and 1, patch teacher temperature 0.04 -> 0.07 like the [CLS] one).
+DEFAULTS = {**dino.DEFAULTS, "out_dim": 8192, "norm_last_layer": False, "lambda_cls": 1.0,
+            "lambda_patch": 1.0, "warmup_teacher_patch_temp": 0.04,
+            "teacher_patch_temp": 0.07}
+
+
+@register("ibot", defaults=DEFAULTS)
 class IBOT(DINO):
     """Config: DINO's fields plus `lambda_cls`, `lambda_patch`,
     `warmup_teacher_patch_temp`, `teacher_patch_temp`; `config.masks` (see

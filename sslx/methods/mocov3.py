@@ -19,12 +19,18 @@ import jax
 
 from sslx import losses
 from sslx.errors import ConfigError
-from sslx.methods import register
+from sslx.methods import byol, register
 from sslx.methods.byol import BYOL
 from sslx.models import heads
 
+# BYOL's fields and MoCo v3's own; values of configs/mocov3_resnet50.py (Chen, Xie &
+# He 2021, the official main_moco.py ResNet-50 defaults; the ViT recipes take
+# temperature 0.2, 3 projector layers and the predictor's output BN).
+DEFAULTS = {**byol.DEFAULTS, "temperature": 1.0, "projector_layers": 2,
+            "predictor_output_norm": False, "base_momentum": 0.99}
 
-@register("mocov3")
+
+@register("mocov3", defaults=DEFAULTS)
 class MoCoV3(BYOL):
     """Config: `method.temperature` (1.0 ResNet, 0.2 ViT), `method.projector_layers`
     (2 ResNet, 3 ViT), `method.projector_hidden_dim`, `method.projector_dim`,

@@ -35,7 +35,12 @@ def enqueue(queue: jax.Array, pointer: jax.Array,
     return queue.at[rows].set(values), (pointer + count) % size
 
 
-@register("nnclr")
+# configs/nnclr_resnet50.py (Dwibedi et al. 2021, Sec. 3-4 and Appendix A).
+DEFAULTS = dict(temperature=0.1, queue_size=98304, projector_hidden_dim=2048,
+                projector_dim=256, predictor_hidden_dim=4096)
+
+
+@register("nnclr", defaults=DEFAULTS)
 class NNCLR(TwoViewMethod):
     """Config: `method.temperature`, `method.queue_size`, `method.projector_hidden_dim`,
     `method.projector_dim`, `method.predictor_hidden_dim`.

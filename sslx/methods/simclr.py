@@ -17,8 +17,12 @@ from sslx.methods.base import Batch, LossOutput, Method, PyTree
 from sslx.methods.common import Encoder, forward, init_variables
 from sslx.models import build_backbone, heads
 
+# configs/simclr_resnet50.py (Chen et al. 2020, Sec. 4 and Appendix B.9).
+DEFAULTS = dict(temperature=0.1, projector_layers=2, projector_hidden_dim=2048,
+                projector_dim=128)
 
-@register("simclr")
+
+@register("simclr", defaults=DEFAULTS)
 class SimCLR(Method):
     """Config: `method.temperature`, `method.projector_layers` (2 = SimCLR v1,
     3 = SimCLR v2), `method.projector_hidden_dim`, `method.projector_dim`."""

@@ -36,7 +36,12 @@ def forward_each_view(module: nn.Module, params: PyTree, batch_stats: PyTree,
     return outputs, batch_stats
 
 
-@register("simsiam")
+# configs/simsiam_resnet50.py (Chen & He 2021, Sec. 3 and Appendix A).
+DEFAULTS = dict(projector_layers=3, projector_hidden_dim=2048, projector_dim=2048,
+                predictor_hidden_dim=512)
+
+
+@register("simsiam", defaults=DEFAULTS)
 class SimSiam(Method):
     """Config: `method.projector_layers` (3 ImageNet, 2 CIFAR), `method.projector_hidden_dim`,
     `method.projector_dim`, `method.predictor_hidden_dim` (the 512 bottleneck)."""

@@ -63,7 +63,13 @@ class SwAVNetwork(nn.Module):
         return {"features": features, "projection": projection, "scores": scores}
 
 
-@register("swav")
+# configs/swav_resnet50.py (Caron et al. 2020, Appendix A, the 800-epoch multi-crop run).
+DEFAULTS = dict(num_prototypes=3000, projector_hidden_dim=2048, projector_dim=128,
+                temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, num_assign_crops=2,
+                queue_length=0, queue_start_epoch=15.0)
+
+
+@register("swav", defaults=DEFAULTS)
 class SwAV(Method):
     """Config: `method.num_prototypes`, `method.projector_hidden_dim`,
     `method.projector_dim`, `method.temperature`, `method.epsilon`,

@@ -13,8 +13,12 @@ from sslx.methods import register
 from sslx.methods.barlow_twins import TwoViewMethod, wide_projector
 from sslx.methods.base import Batch, LossOutput, PyTree
 
+# configs/vicreg_resnet50.py (Bardes et al. 2022, Sec. 4.3).
+DEFAULTS = dict(sim_weight=25.0, var_weight=25.0, cov_weight=1.0, projector_hidden_dim=8192,
+                projector_dim=8192)
 
-@register("vicreg")
+
+@register("vicreg", defaults=DEFAULTS)
 class VICReg(TwoViewMethod):
     """Config: `method.sim_weight`, `method.var_weight`, `method.cov_weight` (the
     paper's λ, μ, ν), `method.projector_hidden_dim`, `method.projector_dim`.

@@ -1,0 +1,244 @@
+"""Blocks of published recipes that several files in `configs/` share.
+
+The role of big_vision's `configs/common.py`: plain functions that update a
+config or return a ConfigDict, each saying which recipe it follows. They live
+in the package rather than beside the recipes because a recipe file is loaded
+by its path (`--config=configs/x.py`, `importlib` in the tests), not imported
+as a module of a package: `configs/common.py` would be importable from a recipe
+only after each recipe put `configs/` on `sys.path`, while `sslx.recipes`
+imports from any working directory.
+
+A block sets every field of its part of the recipe, also where the value equals
+`base_config`'s, so a recipe reads as what it runs. Method fields come from the
+method's registered defaults (`base_config(method=...)`), not from here.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from sslx.config_defaults import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    view_group,
+)
+
+# ---------------------------------------------------------------- data and run length
+
+
+def imagenet_data(config: ml_collections.ConfigDict) -> None:
+    """ImageNet-1k from TFDS (prepared in the default data_dir) with the usual
+    normalisation; evaluation resizes to 256 and center-crops the view size."""
+    config.data.update(dict(
+        source="tfds", name="imagenet2012", train_split="train", eval_split="validation",
+        path="", image_size=256, cache=False, mean=IMAGENET_MEAN, std=IMAGENET_STD))
+
+
+def cifar10_data(config: ml_collections.ConfigDict) -> None:
+    """CIFAR-10 from TFDS (prepared in the default data_dir), whole split in memory."""
+    config.data.update(dict(
+        source="tfds", name="cifar10", train_split="train", eval_split="test", path="",
+        image_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD, shuffle_buffer=50_000))
+
+
+def imagenet(config: ml_collections.ConfigDict, model: str, *, batch_size: int,
+             epochs: float, checkpoint_every: int = 2500) -> None:
+    """An ImageNet run: `imagenet_data`, the backbone `model` (a ResNet with its
+    ImageNet stem), `batch_size` images a step for `epochs` epochs."""
+    imagenet_data(config)
+    config.model.name = model
+    config.model.stem = "imagenet"
+    _length(config, batch_size, epochs, checkpoint_every)
+
+
+def cifar10(config: ml_collections.ConfigDict, *, batch_size: int = 256,
+            epochs: float = 1000.0, checkpoint_every: int = 5000) -> None:
+    """A CIFAR-10 run: `cifar10_data` and a ResNet-18 with the CIFAR stem (3x3
+    convolution, no max-pool); by default solo-learn's length (da Costa et al.
+    2022, `scripts/pretrain/cifar/*.yaml`): batch 256, 1000 epochs."""
+    cifar10_data(config)
+    config.model.name = "resnet18"
+    config.model.stem = "cifar"
+    _length(config, batch_size, epochs, checkpoint_every)
+
+
+def _length(config: ml_collections.ConfigDict, batch_size: int, epochs: float,
+            checkpoint_every: int) -> None:
+    config.train.batch_size = batch_size
+    config.train.epochs = epochs
+    config.checkpoint.every_steps = checkpoint_every
+
+
+# ---------------------------------------------------------------- views
+
+
+def color_distortion(strength: float) -> dict[str, float]:
+    """SimCLR's colour-jitter parameters at a given distortion strength
+    (1.0 for ImageNet, 0.5 for CIFAR; Chen et al. 2020, Appendix A)."""
+    return dict(brightness=0.8 * strength, contrast=0.8 * strength,
+                saturation=0.8 * strength, hue=0.2 * strength)
+
+
+def simclr_views(size: int, *, count: int = 2, crop_scale: tuple[float, float] = (0.08, 1.0),
+                 strength: float = 1.0, blur_prob: float = 0.5) -> ml_collections.ConfigDict:
+    """SimCLR's augmentation (Chen et al. 2020, Appendix A), also SwAV's: random
+    resized crop, flip, colour distortion of `strength` with p 0.8, grayscale p 0.2,
+    blur p `blur_prob`, no solarization; all crops alike."""
+    return view_group(count=count, size=size, crop_scale=crop_scale, jitter_prob=0.8,
+                      **color_distortion(strength), grayscale_prob=0.2, blur_prob=blur_prob,
+                      solarize_prob=0.0)
+
+
+def simsiam_views(size: int, *, blur_prob: float = 0.5) -> ml_collections.ConfigDict:
+    """SimSiam's (MoCo v2's) pair (Chen & He 2021, Appendix A): crop 0.2-1, flip,
+    colour jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2, blur p `blur_prob`;
+    both views alike."""
+    return view_group(count=2, size=size, crop_scale=(0.2, 1.0), jitter_prob=0.8,
+                      brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
+                      grayscale_prob=0.2, blur_prob=blur_prob, solarize_prob=0.0)
+
+
+# BYOL's colour augmentation (Grill et al. 2020, Appendix B, Table 6), used by most
+# recipes since: jitter (0.4, 0.4, 0.2, 0.1) with p 0.8, grayscale p 0.2.
+BYOL_COLOUR = dict(jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
+                   grayscale_prob=0.2)
+
+
+def byol_views(
+    size: int,
+    *,
+    crop_scale: tuple[float, float] = (0.08, 1.0),
+    blur_prob: float | tuple[float, ...] = (1.0, 0.1),
+    solarize_prob: float | tuple[float, ...] = (0.0, 0.2),
+) -> ml_collections.ConfigDict:
+    """BYOL's asymmetric pair (Grill et al. 2020, Appendix B, Table 6): one group of
+    two crops, flip, `BYOL_COLOUR`, blur p 1.0 / 0.1 and solarization p 0 / 0.2 (a
+    tuple gives view 1 and view 2 their own probability). solo-learn's CIFAR recipes
+    take it without blur (`blur_prob=0.0`)."""
+    return view_group(count=2, size=size, crop_scale=crop_scale, **BYOL_COLOUR,
+                      blur_prob=blur_prob, solarize_prob=solarize_prob)
+
+
+def dino_views(local_count: int, global_scale: tuple[float, float] = (0.4, 1.0),
+               local_scale: tuple[float, float] = (0.05, 0.4)) -> ml_collections.ConfigDict:
+    """DINO's multi-crop (Caron et al. 2021, Appendix A, BYOL's augmentations): 2 global
+    crops of 224 px (`byol_views`: blur p 1.0 / 0.1, solarize p 0 / 0.2) and
+    `local_count` local crops of 96 px (blur p 0.5); all with `BYOL_COLOUR` and flip."""
+    return ml_collections.ConfigDict(dict(
+        global_crops=byol_views(224, crop_scale=global_scale),
+        local_crops=view_group(count=local_count, size=96, crop_scale=local_scale,
+                               **BYOL_COLOUR, blur_prob=0.5, solarize_prob=0.0),
+    ))
+
+
+# ---------------------------------------------------------------- optimizers
+
+
+def lars(config: ml_collections.ConfigDict, *, base_lr: float, weight_decay: float,
+         min_lr: float = 0.0) -> None:
+    """LARS as in SimCLR and BYOL (Chen et al. 2020, Appendix B.1; Grill et al. 2020,
+    Appendix C): momentum 0.9, trust coefficient 1e-3, lr `base_lr` x B/256, 10
+    warmup epochs then a cosine to `min_lr`, biases and BatchNorm parameters out of
+    weight decay and LARS adaptation."""
+    config.optim.update(dict(
+        name="lars", base_lr=base_lr, lr_scaling="linear", min_lr=min_lr, warmup_epochs=10.0,
+        weight_decay=weight_decay, momentum=0.9, exclude_bias_and_norm=True))
+
+
+def simsiam_sgd(config: ml_collections.ConfigDict, *, base_lr: float,
+                weight_decay: float) -> None:
+    """SimSiam's SGD (Chen & He 2021, Sec. 4.2 and Appendix A): momentum 0.9, lr
+    `base_lr` x B/256, cosine without warmup, weight decay on every parameter
+    (PyTorch SGD), the predictor at the initial lr ("fix_lr")."""
+    config.optim.update(dict(
+        name="sgd", base_lr=base_lr, lr_scaling="linear", warmup_epochs=0.0,
+        weight_decay=weight_decay, momentum=0.9, exclude_bias_and_norm=False,
+        constant_lr=("^predictor/",)))
+
+
+def dino_optim(config: ml_collections.ConfigDict) -> None:
+    """DINO's ViT optimisation (`main_dino.py` defaults): AdamW lr 0.0005 x B/256, 10
+    warmup epochs, cosine to 1e-6, weight decay cosine 0.04 -> 0.4 (matrices only),
+    clipping 3.0 (global norm here, per parameter in the reference), the head's last
+    layer frozen during the first epoch."""
+    config.optim.update(dict(
+        name="adamw", base_lr=0.0005, lr_scaling="linear", min_lr=1e-6, warmup_epochs=10.0,
+        weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, exclude_bias_and_norm=True))
+    config.optim.frozen.last_layer = 1.0
+
+
+def dino_vit(config: ml_collections.ConfigDict, model: str, *, patch_size: int,
+             epochs: float) -> None:
+    """A DINO-family ViT run on ImageNet (`main_dino.py` defaults, Appendix A): batch
+    1024, drop-path 0.1, 2x224 + 10x96 crops (`dino_views`), `dino_optim`."""
+    imagenet(config, model, batch_size=1024, epochs=epochs)
+    config.views = dino_views(local_count=10)
+    config.model.patch_size = patch_size
+    config.model.drop_path = 0.1
+    dino_optim(config)
+
+
+# ---------------------------------------------------------------- `:runlocal` overrides
+# A recipe's own CPU-sized settings, applied after `config_defaults.runlocal`.
+
+
+def projector_runlocal() -> dict:
+    """Barlow Twins and VICReg: a 512-wide projector."""
+    return {"method.projector_hidden_dim": 512, "method.projector_dim": 512}
+
+
+def predictor_runlocal() -> dict:
+    """BYOL and MoCo v3: 512-wide heads to 128-d, 70 steps (four forward passes a
+    step: ~5 CPU minutes)."""
+    return {"method.projector_hidden_dim": 512, "method.projector_dim": 128,
+            "method.predictor_hidden_dim": 512, "train.steps": 70}
+
+
+def simsiam_runlocal() -> dict:
+    """SimSiam: a 512-wide projector, a 128 bottleneck, 100 steps (~5 CPU minutes)."""
+    return {"method.projector_hidden_dim": 512, "method.projector_dim": 512,
+            "method.predictor_hidden_dim": 128, "train.steps": 100}
+
+
+def nnclr_runlocal() -> dict:
+    """NNCLR: a 4096-entry support set, 512/1024-wide heads."""
+    return {"method.queue_size": 4096, "method.projector_hidden_dim": 512,
+            "method.predictor_hidden_dim": 1024}
+
+
+def swav_runlocal(**extra) -> dict:
+    """SwAV: 100 prototypes, a 512-wide projector, a 512-entry queue from epoch 0.1,
+    prototypes frozen for 0.05 epochs, 60 steps."""
+    return {
+        "method.num_prototypes": 100,
+        "method.projector_hidden_dim": 512,
+        "method.queue_length": 512,
+        "method.queue_start_epoch": 0.1,
+        "optim.frozen.prototypes": 0.05,
+        "optim.min_lr": 0.0,
+        "train.steps": 60,
+        **extra,
+    }
+
+
+def dino_runlocal(**extra) -> dict:
+    """DINO-family recipes, sized for ~5 minutes on 2 CPU cores: 4 local crops of 12
+    px next to the 2 global ones of 28 px, head 512-512-128 -> 1024, 70 steps of
+    128; the phases the recipe counts in epochs (lr warm-up, frozen last layer,
+    teacher temperature warm-up) and the teacher momentum shortened in proportion,
+    for 70 steps instead of ~100k."""
+    return {
+        "views.local_crops.count": 4,
+        "method.out_dim": 1024,
+        "method.hidden_dim": 512,
+        "method.bottleneck_dim": 128,
+        "method.warmup_teacher_temp_epochs": 0.03,
+        "method.momentum_teacher": 0.95,
+        "optim.warmup_epochs": 0.02,
+        "optim.frozen.last_layer": 0.02,
+        "train.batch_size": 128,
+        "train.steps": 70,
+        **extra,
+    }
