@@ -17,7 +17,7 @@ p 0 / 0.2; local crops 96 px, scale (0.05, 0.4), blur p 0.5; colour jitter
 (0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2 on all.
 
 `:runlocal` trains a 4-block ViT-T/4 on Fashion-MNIST (2x28 + 4x12 px crops, head
-512-512-128 -> 1024) with the same recipe for 70 steps of 128 (see `dino_runlocal`).
+512-512-128 -> 1024) with the same recipe for 70 steps of 128 (see `sslx.recipes.dino_runlocal`).
 """
 
 from sslx import recipes

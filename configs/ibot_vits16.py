@@ -17,7 +17,8 @@ blockwise (BEiT), per image and global crop none with probability 0.5, else a ra
 r ~ U(0.1, 0.5), block aspect ratios in (0.3, 1/0.3), from the first epoch.
 
 `:runlocal`: a 4-block ViT-T/4 on Fashion-MNIST (2x28 px crops, 7x7 patches, masked as
-above, + 4x12 px crops; head 512-512-128 -> 1024) for 70 steps of 128 (see `dino_runlocal`).
+above, + 4x12 px crops; head 512-512-128 -> 1024) for 70 steps of 128
+(see `sslx.recipes.dino_runlocal`).
 """
 
 from sslx import recipes

@@ -31,5 +31,5 @@ def get_config(arg=None):
     config.views.local_crops = recipes.simclr_views(96, count=6, crop_scale=(0.05, 0.14))
     recipes.lars(config, base_lr=0.3, weight_decay=1e-6, min_lr=0.0048)
     config.optim.frozen.prototypes = 1.0
-    return with_variant(config, arg, runlocal_overrides=recipes.swav_runlocal(
-        **{"views.local_crops.count": 4}))
+    return with_variant(config, arg, runlocal_overrides={
+        **recipes.swav_runlocal(), "views.local_crops.count": 4})

@@ -208,7 +208,7 @@ def nnclr_runlocal() -> dict:
             "method.predictor_hidden_dim": 1024}
 
 
-def swav_runlocal(**extra) -> dict:
+def swav_runlocal() -> dict:
     """SwAV: 100 prototypes, a 512-wide projector, a 512-entry queue from epoch 0.1,
     prototypes frozen for 0.05 epochs, 60 steps."""
     return {
@@ -219,11 +219,10 @@ def swav_runlocal(**extra) -> dict:
         "optim.frozen.prototypes": 0.05,
         "optim.min_lr": 0.0,
         "train.steps": 60,
-        **extra,
     }
 
 
-def dino_runlocal(**extra) -> dict:
+def dino_runlocal() -> dict:
     """DINO-family recipes, sized for ~5 minutes on 2 CPU cores: 4 local crops of 12
     px next to the 2 global ones of 28 px, head 512-512-128 -> 1024, 70 steps of
     128; the phases the recipe counts in epochs (lr warm-up, frozen last layer,
@@ -240,5 +239,4 @@ def dino_runlocal(**extra) -> dict:
         "optim.frozen.last_layer": 0.02,
         "train.batch_size": 128,
         "train.steps": 70,
-        **extra,
     }
