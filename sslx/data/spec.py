@@ -1,0 +1,50 @@
+"""The input spec: what a run's batches hold, parsed once from the config.
+
+`config.views` (and `config.masks`) are read here and nowhere else: the
+trainer parses them once in `prepare`, and the method, the pipeline and the
+evaluators receive the resulting `InputSpec`, so none re-derives crop sizes or
+counts views by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from sslx.data.augment import ViewSpec
+from sslx.data.masks import MaskLayout, mask_layout
+from sslx.data.views import view_specs
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """`crops`: one `ViewSpec` per view, in batch order (largest group first);
+    `global_count`: how many leading crops belong to the largest group (the
+    crops a multi-crop teacher sees and masked-image methods mask);
+    `image_size`: the side of the largest crop, a ViT's native resolution;
+    `eval_size`: the side images are embedded at for evaluation and export;
+    `masks`: the mask layout when the config asks for masks, else None."""
+
+    crops: tuple[ViewSpec, ...]
+    global_count: int
+    image_size: int
+    eval_size: int
+    masks: MaskLayout | None
+
+    @property
+    def num_views(self) -> int:
+        return len(self.crops)
+
+
+def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
+    """The validated spec of `config`; `ConfigError` names a bad view or mask field."""
+    crops = view_specs(config.views)
+    size = crops[0].size
+    return InputSpec(
+        crops=crops,
+        global_count=sum(crop.group == crops[0].group for crop in crops),
+        image_size=size,
+        eval_size=size,
+        masks=mask_layout(config),
+    )
