@@ -17,7 +17,7 @@ from helpers import (
 from test_byol import check_recipes_build, tiny_method
 
 from sslx import optim
-from sslx.methods.simsiam import forward_each_view
+from sslx.methods.common import forward_each_view
 
 RECIPE = "configs/simsiam_resnet50.py"
 
@@ -41,7 +41,7 @@ def test_gradient_only_through_the_predictions():
     views = batch["views"]
 
     def outputs(p):
-        return forward_each_view(method.network, p, state["batch_stats"], views, online_rng)[0]
+        return forward_each_view(method.network(), p, state["batch_stats"], views, online_rng)[0]
 
     z = [np.asarray(out["projection"]) for out in outputs(params)]
 

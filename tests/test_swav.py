@@ -96,7 +96,7 @@ def unit_rows(x):
 
 
 def method_scores(method, params, state, batch):
-    outputs, _ = forward(method.network, normalize_prototypes(params), state["batch_stats"],
+    outputs, _ = forward(method.network(), normalize_prototypes(params), state["batch_stats"],
                          batch["views"], train=True, rng=jax.random.PRNGKey(1))
     return outputs
 

@@ -36,7 +36,7 @@ def test_loss_is_the_weighted_sum_of_the_logged_terms():
     params, state = method.init(jax.random.PRNGKey(0), batch)
     loss, (_, metrics) = jax.jit(method.loss)(params, state, batch, jax.random.PRNGKey(1), 0)
 
-    outputs, _ = method.forward_views(params, state, batch)
+    outputs, _ = method.forward_views(params, state, batch["views"], jax.random.PRNGKey(1))
     z_a, z_b = (o["projection"] for o in outputs)
     np.testing.assert_allclose(loss, losses.vicreg(z_a, z_b, 25.0, 25.0, 2.0), rtol=1e-4)
     terms = losses.vicreg_terms(z_a, z_b)

@@ -12,12 +12,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 
 from sslx.errors import ConfigError, close_matches
 from sslx.methods.base import Method, TrainLength
+
+if TYPE_CHECKING:
+    from sslx.data.spec import InputSpec
 
 _REGISTRY: dict[str, type[Method]] = {}
 _DEFAULTS: dict[str, dict[str, Any]] = {}
@@ -89,11 +92,15 @@ def check_fields(method: ml_collections.ConfigDict) -> None:
             f"method: use a recipe of {name} (configs/{name}_*.py)")
 
 
-def build(config: ml_collections.ConfigDict, length: TrainLength) -> Method:
-    """The method `config.method.name`, constructed for this run."""
+def build(config: ml_collections.ConfigDict, length: TrainLength,
+          spec: InputSpec | None = None) -> Method:
+    """The method `config.method.name`, constructed for this run with its input
+    `spec` (parsed from `config` when not given)."""
+    from sslx.data.spec import input_spec
+
     cls = _lookup(config.method.name)
     check_fields(config.method)
-    return cls(config, length)
+    return cls(config, length, spec or input_spec(config))
 
 
 __all__ = ["Method", "TrainLength", "build", "check_fields", "default_config", "names",

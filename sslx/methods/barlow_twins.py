@@ -1,16 +1,10 @@
 """Barlow Twins (Zbontar et al. 2021): the cross-correlation of the two views'
 projections, standardised over the global batch, is pushed to the identity.
-
-Also home of `TwoViewMethod`, the shape Barlow Twins shares with VICReg and
-NNCLR: backbone -> projector [-> predictor] on exactly two views, each view its
-own forward pass (so each view is its own BatchNorm batch, as in the official
-Barlow Twins and VICReg code and solo-learn's NNCLR), backbone features for
-evaluation.
+Each view is its own forward pass, so its own BatchNorm batch, as in the
+official code (`common.TwoViewMethod`).
 """
 
 from __future__ import annotations
-
-import abc
 
 import flax.linen as nn
 import jax
@@ -18,57 +12,8 @@ import jax
 from sslx import losses
 from sslx.errors import ConfigError
 from sslx.methods import register
-from sslx.methods.base import Batch, LossOutput, Method, PyTree
-from sslx.methods.common import Encoder, forward, init_variables
-from sslx.models import build_backbone, heads
-
-
-class TwoViewMethod(Method):
-    """A method on two views of each image whose network is `Encoder` with the
-    heads of `heads()`; its state starts as `{'batch_stats'}`."""
-
-    @abc.abstractmethod
-    def heads(self) -> dict[str, nn.Module]:
-        """`{'projector': ..., 'predictor': ...}` (predictor optional) for `Encoder`."""
-
-    def check_config(self) -> None:
-        crops = sum(group.count for group in self.config.views.values())
-        if crops != 2:
-            raise ConfigError(f"{type(self).__name__} needs exactly 2 views; config.views has "
-                              f"{crops} crops: use one view group with count=2")
-
-    @property
-    def network(self) -> Encoder:
-        size = max(group.size for group in self.config.views.values())
-        return Encoder(backbone=build_backbone(self.config.model, image_size=size,
-                                               dtype=self.dtype), **self.heads())
-
-    def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
-        params, batch_stats = init_variables(self.network, rng, batch["views"][0])
-        return params, {"batch_stats": batch_stats}
-
-    def forward_views(self, params: PyTree, state: PyTree,
-                      batch: Batch) -> tuple[list[dict[str, jax.Array]], PyTree]:
-        """Training-mode outputs of each view, one forward pass per view, and the
-        BatchNorm statistics updated by both."""
-        outputs, batch_stats = [], state["batch_stats"]
-        for view in batch["views"]:
-            (out,), batch_stats = forward(self.network, params, batch_stats, [view], train=True)
-            outputs.append(out)
-        return outputs, batch_stats
-
-    def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
-        variables = {"params": params, "batch_stats": state["batch_stats"]}
-        return self.network.apply(variables, images, train=False, features_only=True)["features"]
-
-
-def wide_projector(config, dtype) -> heads.MLPHead:
-    """Barlow Twins' and VICReg's projector: (Linear-BN-ReLU) x 2, then Linear,
-    all without bias (BN's shift subsumes the hidden biases; the official final
-    layer has none)."""
-    return heads.MLPHead(hidden_dim=config.projector_hidden_dim, out_dim=config.projector_dim,
-                         num_layers=3, use_bias=False, dtype=dtype)
-
+from sslx.methods.base import Batch, LossOutput, PyTree
+from sslx.methods.common import TwoViewMethod, wide_projector
 
 # configs/barlow_twins_resnet50.py (Zbontar et al. 2021, Sec. 2-3).
 DEFAULTS = dict(lambd=0.0051, loss_scale=1.0, projector_hidden_dim=8192, projector_dim=8192)
@@ -96,7 +41,7 @@ class BarlowTwins(TwoViewMethod):
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
-        outputs, batch_stats = self.forward_views(params, state, batch)
+        outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         z_a, z_b = (out["projection"] for out in outputs)
         loss = losses.barlow_twins(z_a, z_b, self.config.method.lambd)
         # Same cross-correlation matrix with λ = 0: XLA computes it once (CSE).

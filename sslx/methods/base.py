@@ -12,11 +12,18 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
+
+from sslx.errors import ConfigError
+from sslx.models import build_backbone
+
+if TYPE_CHECKING:  # the data package imports TensorFlow, which recipes need not load
+    from sslx.data.spec import InputSpec
 
 PyTree = Any
 Batch = dict[str, Any]
@@ -37,17 +44,27 @@ class Method(abc.ABC):
     """One self-supervised method.
 
     A batch is `{'views': (v0, v1, ...), 'label': [B]}` where each view is a float
-    image array [B, H, W, 3] (normalised), ordered as `config.views` describes:
-    larger crops first. Methods that need more inputs (masks) read more keys.
+    image array [B, H, W, 3] (normalised), ordered as `spec.crops` describes:
+    larger crops first. Methods that need more inputs (masks) name them in
+    `inputs` and read more keys.
 
     `params` are what the optimizer trains. `state` is everything else the method
     carries between steps: BatchNorm statistics, EMA teacher weights, centers,
     queues. Both are plain pytrees of arrays.
+
+    A method builds its networks from one hook, `network()`: a module mapping
+    `(images, train=..., features_only=...)` to `{'features': ..., ...}` whose
+    backbone is its `backbone` submodule. `init` and `embed` work from it by
+    default; `embed_variables` says which weights embed (an EMA teacher's, say).
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, length: TrainLength):
+    inputs: tuple[str, ...] = ("views", "label")
+
+    def __init__(self, config: ml_collections.ConfigDict, length: TrainLength,
+                 spec: InputSpec):
         self.config = config
         self.length = length
+        self.spec = spec
         self.dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
 
     def check_config(self) -> None:
@@ -55,9 +72,27 @@ class Method(abc.ABC):
         (e.g. a wrong number of views); runs before anything is compiled."""
         return None
 
+    def require_views(self, count: int) -> None:
+        """`ConfigError` unless the batch holds exactly `count` views."""
+        if self.spec.num_views != count:
+            raise ConfigError(f"{type(self).__name__} needs exactly {count} views; config.views "
+                              f"has {self.spec.num_views} crops: use one view group with "
+                              f"count={count}")
+
+    def backbone(self) -> nn.Module:
+        """The configured backbone at the run's largest crop size."""
+        return build_backbone(self.config.model, image_size=self.spec.image_size,
+                              dtype=self.dtype)
+
     @abc.abstractmethod
+    def network(self) -> nn.Module:
+        """The trained network (see the class docstring)."""
+
     def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
-        """Returns `(params, state)` for an example batch (shapes only matter)."""
+        """Returns `(params, state)` for an example batch (shapes only matter);
+        by default the network's params and `{'batch_stats'}`."""
+        params, batch_stats = init_variables(self.network(), rng, batch["views"][0])
+        return params, {"batch_stats": batch_stats}
 
     @abc.abstractmethod
     def loss(
@@ -74,15 +109,30 @@ class Method(abc.ABC):
         del params, step
         return state
 
-    @abc.abstractmethod
+    def embed_variables(self, params: PyTree, state: PyTree) -> PyTree:
+        """`{'params', 'batch_stats'}` of the network `embed` runs: the trained one."""
+        return {"params": params, "batch_stats": state["batch_stats"]}
+
     def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
         """Backbone features [N, D] (no projector) of images [N, H, W, 3], in eval mode."""
+        return self.network().apply(self.embed_variables(params, state), images, train=False,
+                                    features_only=True)["features"]
 
     def backbone_variables(self, params: PyTree, state: PyTree) -> PyTree:
         """`{'params', 'batch_stats'}` of the backbone that `embed` runs, for exporting
-        it alone: by default the trained network's `backbone` submodule."""
-        return {"params": params["backbone"],
-                "batch_stats": state.get("batch_stats", {}).get("backbone", {})}
+        it alone: the `backbone` submodule of `embed_variables`."""
+        variables = self.embed_variables(params, state)
+        return {"params": variables["params"]["backbone"],
+                "batch_stats": variables["batch_stats"].get("backbone", {})}
+
+
+def init_variables(module: nn.Module, rng: jax.Array, images: jax.Array,
+                   **kwargs: Any) -> tuple[PyTree, PyTree]:
+    """`(params, batch_stats)` of a module that takes `(images, train=...)`."""
+    params_rng, dropout_rng = jax.random.split(rng)
+    variables = module.init({"params": params_rng, "dropout": dropout_rng}, images,
+                            train=False, **kwargs)
+    return variables["params"], variables.get("batch_stats", {})
 
 
 def apply_by_resolution(

@@ -18,10 +18,8 @@ import jax
 
 from sslx import losses
 from sslx.methods import register
-from sslx.methods.base import Batch, Metrics, PyTree
-from sslx.methods.common import Encoder
-from sslx.methods.simsiam import SimSiam, forward_each_view
-from sslx.methods.teacher import EMATarget
+from sslx.methods.base import Metrics, PyTree
+from sslx.methods.common import EMATeacherMethod, PredictionMethod, forward_each_view
 from sslx.models import heads
 
 # configs/byol_resnet50.py (Grill et al. 2020, Sec. 3.3). Not SimSiam's fields:
@@ -31,44 +29,29 @@ DEFAULTS = dict(projector_hidden_dim=4096, projector_dim=256, predictor_hidden_d
 
 
 @register("byol", defaults=DEFAULTS)
-class BYOL(SimSiam):
+class BYOL(EMATeacherMethod, PredictionMethod):
     """Config: `method.projector_hidden_dim`, `method.projector_dim`,
     `method.predictor_hidden_dim`, `method.base_momentum` (tau_base)."""
 
-    def projector(self) -> nn.Module:
-        """Dense-BN-ReLU-Dense (Sec. 3.3): no BatchNorm on the output."""
+    def heads(self) -> dict[str, nn.Module]:
+        """Projector and predictor: Dense-BN-ReLU-Dense (Sec. 3.3), no BN on the output."""
         cfg = self.config.method
-        return heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim, dtype=self.dtype)
+        return {"projector": heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim,
+                                           dtype=self.dtype),
+                "predictor": heads.MLPHead(cfg.predictor_hidden_dim, cfg.projector_dim,
+                                           dtype=self.dtype)}
 
     def pair_loss(self, p: jax.Array, z: jax.Array) -> jax.Array:
         return losses.byol_loss(p, z)
-
-    @property
-    def teacher(self) -> EMATarget:
-        return EMATarget(parts=("backbone", "projector"),
-                         base_momentum=self.config.method.base_momentum,
-                         total_steps=self.length.total_steps)
-
-    @property
-    def target_network(self) -> Encoder:
-        """The online network without its predictor."""
-        return Encoder(backbone=self.backbone(), projector=self.projector())
-
-    def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
-        params, state = super().init(rng, batch)
-        return params, {**state, "target": self.teacher.init(params, state["batch_stats"])}
 
     def targets(self, state: PyTree, views: Sequence[jax.Array], online: list[dict],
                 rng: jax.Array) -> tuple[list[jax.Array], PyTree]:
         del online
         target = state["target"]
         outputs, target_stats = forward_each_view(
-            self.target_network, target["params"], target["batch_stats"], views, rng)
+            self.teacher_network(), target["params"], target["batch_stats"], views, rng)
         z = [jax.lax.stop_gradient(out["projection"]) for out in outputs]
         return z, {**state, "target": {**target, "batch_stats": target_stats}}
 
     def step_metrics(self, step: jax.Array) -> Metrics:
         return {"momentum": self.teacher.momentum(step)}
-
-    def after_update(self, params: PyTree, state: PyTree, step: jax.Array) -> PyTree:
-        return {**state, "target": self.teacher.update(state["target"], params, step)}

@@ -27,11 +27,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from sslx import losses
-from sslx.data.views import global_view_count
 from sslx.errors import ConfigError
 from sslx.methods import register
 from sslx.methods.base import Batch, LossOutput, Method, PyTree
-from sslx.methods.common import Encoder, forward, init_variables
+from sslx.methods.common import Encoder, forward
 from sslx.methods.teacher import EMATarget
 from sslx.models import build_backbone, heads
 from sslx.schedules import warmup_constant
@@ -67,9 +66,9 @@ class DINO(Method):
 
     def check_config(self) -> None:
         cfg = self.config.method
-        n_views = sum(group.count for group in self.config.views.values())
-        if n_views < 2:
-            raise ConfigError(f"{cfg.name} needs at least 2 crops; config.views has {n_views}")
+        if self.spec.num_views < 2:
+            raise ConfigError(f"{cfg.name} needs at least 2 crops; config.views has "
+                              f"{self.spec.num_views}")
         for field in ("student_temp", "teacher_temp", "warmup_teacher_temp"):
             if not cfg[field] > 0:
                 raise ConfigError(f"config.method.{field}={cfg[field]} must be > 0")
@@ -82,7 +81,7 @@ class DINO(Method):
 
     @property
     def n_global(self) -> int:
-        return global_view_count(self.config.views)
+        return self.spec.global_count
 
     @property
     def target(self) -> EMATarget:
@@ -102,23 +101,22 @@ class DINO(Method):
             out_dim=cfg.out_dim, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim,
             use_bn=cfg.use_bn_in_head, norm_last_layer=cfg.norm_last_layer, dtype=self.dtype)
 
-    def backbone(self, teacher: bool):
+    def backbone(self, teacher: bool = False):
         """The student's backbone, or the teacher's: the same without drop-path."""
         model = self.config.model
         if teacher:
             model = ml_collections.ConfigDict({**model.to_dict(), "drop_path": 0.0})
-        size = max(group.size for group in self.config.views.values())
-        return build_backbone(model, image_size=size, dtype=self.dtype,
+        return build_backbone(model, image_size=self.spec.image_size, dtype=self.dtype,
                               mask_token=self.mask_token)
 
     def network(self, teacher: bool = False) -> Encoder:
         return Encoder(backbone=self.backbone(teacher), projector=self.head())
 
     def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
-        params, batch_stats = init_variables(self.network(), rng, batch["views"][0])
+        params, state = super().init(rng, batch)
         return params, {
-            "batch_stats": batch_stats,
-            "teacher": self.target.init(params, batch_stats),
+            **state,
+            "teacher": self.target.init(params, state["batch_stats"]),
             "center": jnp.zeros([self.config.method.out_dim], jnp.float32),
         }
 
@@ -149,12 +147,7 @@ class DINO(Method):
     def after_update(self, params: PyTree, state: PyTree, step: jax.Array) -> PyTree:
         return {**state, "teacher": self.target.update(state["teacher"], params, step)}
 
-    def backbone_variables(self, params: PyTree, state: PyTree) -> PyTree:
-        """The teacher's backbone, the one `embed` runs."""
-        return super().backbone_variables(state["teacher"]["params"], state["teacher"])
-
-    def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
+    def embed_variables(self, params: PyTree, state: PyTree) -> PyTree:
+        """The teacher's weights: evaluation and export embed with its backbone."""
         teacher = state["teacher"]
-        variables = {"params": teacher["params"], "batch_stats": teacher["batch_stats"]}
-        return self.network(teacher=True).apply(variables, images, train=False,
-                                                features_only=True)["features"]
+        return {"params": teacher["params"], "batch_stats": teacher["batch_stats"]}

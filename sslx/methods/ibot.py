@@ -25,8 +25,8 @@ import jax.numpy as jnp
 from sslx import losses
 from sslx.errors import ConfigError
 from sslx.methods import dino, register
-from sslx.methods.base import Batch, LossOutput, PyTree
-from sslx.methods.common import forward, init_variables
+from sslx.methods.base import Batch, LossOutput, PyTree, init_variables
+from sslx.methods.common import forward
 from sslx.methods.dino import DINO
 from sslx.schedules import warmup_constant
 
@@ -67,11 +67,12 @@ class IBOT(DINO):
     `sslx.data.masks.mask_config`); a ViT backbone."""
 
     mask_token = True
+    inputs = ("views", "label", "masks")
 
     def check_config(self) -> None:
         super().check_config()
         cfg = self.config.method
-        if "masks" not in self.config:
+        if self.spec.masks is None:
             raise ConfigError("iBOT needs masked global crops: set config.masks = "
                               "sslx.data.masks.mask_config(...) in the recipe")
         if not self.config.model.name.startswith("vit"):

@@ -43,17 +43,14 @@ class MoCoV3(BYOL):
             raise ConfigError(f"config.method.temperature={self.config.method.temperature} "
                               "must be > 0")
 
-    def projector(self) -> nn.Module:
+    def heads(self) -> dict[str, nn.Module]:
         cfg = self.config.method
-        return heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim,
-                             num_layers=cfg.projector_layers, output_norm=True, use_bias=False,
-                             dtype=self.dtype)
-
-    def predictor(self) -> nn.Module:
-        cfg = self.config.method
-        return heads.MLPHead(cfg.predictor_hidden_dim, cfg.projector_dim,
-                             output_norm=cfg.predictor_output_norm, use_bias=False,
-                             dtype=self.dtype)
+        return {"projector": heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim,
+                                           num_layers=cfg.projector_layers, output_norm=True,
+                                           use_bias=False, dtype=self.dtype),
+                "predictor": heads.MLPHead(cfg.predictor_hidden_dim, cfg.projector_dim,
+                                           output_norm=cfg.predictor_output_norm,
+                                           use_bias=False, dtype=self.dtype)}
 
     def pair_loss(self, p: jax.Array, z: jax.Array) -> jax.Array:
         return losses.moco_v3(p, z, self.config.method.temperature)

@@ -20,8 +20,8 @@ import jax.numpy as jnp
 from sslx import losses
 from sslx.errors import ConfigError
 from sslx.methods import register
-from sslx.methods.barlow_twins import TwoViewMethod
 from sslx.methods.base import Batch, LossOutput, PyTree
+from sslx.methods.common import TwoViewMethod
 from sslx.models import heads
 
 
@@ -82,7 +82,7 @@ class NNCLR(TwoViewMethod):
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
-        outputs, batch_stats = self.forward_views(params, state, batch)
+        outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         (z_a, p_a), (z_b, p_b) = ((out["projection"], out["prediction"]) for out in outputs)
         queue, pointer = state["queue"], state["queue_pointer"]
         loss = losses.nnclr_loss(z_a, z_b, queue, self.config.method.temperature, p_a, p_b)

@@ -8,14 +8,15 @@ in the reference implementation.
 
 from __future__ import annotations
 
+import flax.linen as nn
 import jax
 
 from sslx import losses
 from sslx.errors import ConfigError
 from sslx.methods import register
-from sslx.methods.base import Batch, LossOutput, Method, PyTree
-from sslx.methods.common import Encoder, forward, init_variables
-from sslx.models import build_backbone, heads
+from sslx.methods.base import Batch, LossOutput, PyTree
+from sslx.methods.common import TwoViewMethod
+from sslx.models import heads
 
 # configs/simclr_resnet50.py (Chen et al. 2020, Sec. 4 and Appendix B.9).
 DEFAULTS = dict(temperature=0.1, projector_layers=2, projector_hidden_dim=2048,
@@ -23,44 +24,29 @@ DEFAULTS = dict(temperature=0.1, projector_layers=2, projector_hidden_dim=2048,
 
 
 @register("simclr", defaults=DEFAULTS)
-class SimCLR(Method):
+class SimCLR(TwoViewMethod):
     """Config: `method.temperature`, `method.projector_layers` (2 = SimCLR v1,
     3 = SimCLR v2), `method.projector_hidden_dim`, `method.projector_dim`."""
 
+    views_share_batch_norm = True
+
     def check_config(self) -> None:
-        counts = [group.count for group in self.config.views.values()]
-        if sum(counts) != 2:
-            raise ConfigError(f"SimCLR needs exactly 2 views; config.views has {sum(counts)} "
-                              "crops: use one view group with count=2")
+        super().check_config()
         if not self.config.method.temperature > 0:
             raise ConfigError(f"config.method.temperature={self.config.method.temperature} "
                               "must be > 0")
 
-    @property
-    def network(self) -> Encoder:
+    def heads(self) -> dict[str, nn.Module]:
         cfg = self.config.method
-        size = max(group.size for group in self.config.views.values())
-        return Encoder(
-            backbone=build_backbone(self.config.model, image_size=size, dtype=self.dtype),
-            projector=heads.MLPHead(
-                hidden_dim=cfg.projector_hidden_dim, out_dim=cfg.projector_dim,
-                num_layers=cfg.projector_layers, output_norm=True, output_norm_scale=True,
-                dtype=self.dtype),
-        )
-
-    def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
-        params, batch_stats = init_variables(self.network, rng, batch["views"][0])
-        return params, {"batch_stats": batch_stats}
+        return {"projector": heads.MLPHead(
+            hidden_dim=cfg.projector_hidden_dim, out_dim=cfg.projector_dim,
+            num_layers=cfg.projector_layers, output_norm=True, output_norm_scale=True,
+            dtype=self.dtype)}
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
-        outputs, batch_stats = forward(self.network, params, state["batch_stats"],
-                                       batch["views"], train=True, rng=rng)
+        outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         z_a, z_b = (out["projection"] for out in outputs)
         loss = losses.nt_xent(z_a, z_b, self.config.method.temperature)
         metrics = {"embedding_std": losses.embedding_std(z_a)}
         return loss, ({"batch_stats": batch_stats}, metrics)
-
-    def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
-        variables = {"params": params, "batch_stats": state["batch_stats"]}
-        return self.network.apply(variables, images, train=False, features_only=True)["features"]

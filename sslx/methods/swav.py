@@ -36,8 +36,8 @@ from sslx import losses
 from sslx.errors import ConfigError
 from sslx.methods import register
 from sslx.methods.base import Batch, LossOutput, Method, PyTree
-from sslx.methods.common import forward, init_variables
-from sslx.models import build_backbone, heads
+from sslx.methods.common import forward
+from sslx.models import heads
 
 
 class SwAVNetwork(nn.Module):
@@ -80,7 +80,7 @@ class SwAV(Method):
 
     def check_config(self) -> None:
         cfg = self.config.method
-        crops = sum(group.count for group in self.config.views.values())
+        crops = self.spec.num_views
         if crops < 2 or not 1 <= cfg.num_assign_crops <= crops:
             raise ConfigError(f"config.method.num_assign_crops={cfg.num_assign_crops} must be "
                               f"in [1, {crops}] (the crops of config.views), and SwAV needs at "
@@ -95,12 +95,10 @@ class SwAV(Method):
             raise ConfigError(f"config.method.queue_length={cfg.queue_length} and "
                               f"queue_start_epoch={cfg.queue_start_epoch} must be >= 0")
 
-    @property
     def network(self) -> SwAVNetwork:
         cfg = self.config.method
-        size = max(group.size for group in self.config.views.values())
         return SwAVNetwork(
-            backbone=build_backbone(self.config.model, image_size=size, dtype=self.dtype),
+            backbone=self.backbone(),
             projector=heads.MLPHead(hidden_dim=cfg.projector_hidden_dim,
                                     out_dim=cfg.projector_dim, num_layers=2, dtype=self.dtype),
             num_prototypes=cfg.num_prototypes, dtype=self.dtype)
@@ -116,8 +114,7 @@ class SwAV(Method):
         return self.queue_start_step + math.ceil(length / batch_size)
 
     def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
-        params, batch_stats = init_variables(self.network, rng, batch["views"][0])
-        state = {"batch_stats": batch_stats}
+        params, state = super().init(rng, batch)
         cfg = self.config.method
         if cfg.queue_length:
             state["queue"] = jnp.zeros(
@@ -128,7 +125,7 @@ class SwAV(Method):
              step: jax.Array) -> LossOutput:
         cfg = self.config.method
         params = heads.normalize_prototypes(params)
-        outputs, batch_stats = forward(self.network, params, state["batch_stats"],
+        outputs, batch_stats = forward(self.network(), params, state["batch_stats"],
                                        batch["views"], train=True, rng=rng)
         scores = [out["scores"].astype(jnp.float32) for out in outputs]
         swav = dict(num_assign_crops=cfg.num_assign_crops, temperature=cfg.temperature,
@@ -149,10 +146,6 @@ class SwAV(Method):
                                            push(queue, jax.lax.stop_gradient(projections)), queue)
             metrics["queue_in_use"] = in_use.astype(jnp.float32)
         return loss, (new_state, metrics)
-
-    def embed(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
-        variables = {"params": params, "batch_stats": state["batch_stats"]}
-        return self.network.apply(variables, images, train=False, features_only=True)["features"]
 
 
 def push(queue: jax.Array, entries: jax.Array) -> jax.Array:

@@ -10,8 +10,8 @@ import jax
 from sslx import losses
 from sslx.errors import ConfigError
 from sslx.methods import register
-from sslx.methods.barlow_twins import TwoViewMethod, wide_projector
 from sslx.methods.base import Batch, LossOutput, PyTree
+from sslx.methods.common import TwoViewMethod, wide_projector
 
 # configs/vicreg_resnet50.py (Bardes et al. 2022, Sec. 4.3).
 DEFAULTS = dict(sim_weight=25.0, var_weight=25.0, cov_weight=1.0, projector_hidden_dim=8192,
@@ -37,7 +37,7 @@ class VICReg(TwoViewMethod):
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
-        outputs, batch_stats = self.forward_views(params, state, batch)
+        outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         z_a, z_b = (out["projection"] for out in outputs)
         terms = losses.vicreg_terms(z_a, z_b)
         cfg = self.config.method
