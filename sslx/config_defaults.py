@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ml_collections
 
+from sslx.errors import ConfigError, close_matches
+
 FASHION_MNIST_IDX_DIR = "/usr/share/datasets/fashion-mnist"
 
 # ImageNet statistics, the usual normalisation of every published recipe.
@@ -24,39 +26,29 @@ FASHION_MNIST_MEAN = (0.286, 0.286, 0.286)
 FASHION_MNIST_STD = (0.353, 0.353, 0.353)
 
 
-def view_group(
-    count: int = 2,
-    size: int = 224,
-    crop_scale: tuple[float, float] = (0.08, 1.0),
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
-    flip_prob: float = 0.5,
-    jitter_prob: float = 0.8,
-    brightness: float = 0.4,
-    contrast: float = 0.4,
-    saturation: float = 0.4,
-    hue: float = 0.1,
-    grayscale_prob: float = 0.2,
-    blur_prob: float | tuple[float, ...] = 0.5,
-    blur_sigma: tuple[float, float] = (0.1, 2.0),
-    solarize_prob: float | tuple[float, ...] = 0.0,
-) -> ml_collections.ConfigDict:
-    """`count` crops of one resolution; a float field may instead be a tuple
-    with one value per crop (asymmetric recipes: BYOL blur (1.0, 0.1)).
+def view_group(count: int = 2, size: int = 224, **fields) -> ml_collections.ConfigDict:
+    """`count` crops of one resolution, and the fields of the augmentation ops they
+    go through (`sslx.data.augment.FIELDS`: crop_scale, crop_ratio, flip_prob,
+    jitter_prob, brightness, ..., solarize_prob), each op's default where not given.
 
-    Those fields accept either form, also on the command line
-    (`--config.views.global_crops.blur_prob='(1.0,0.1)'` or `=0.5`)."""
-    per_crop = dict(flip_prob=flip_prob, jitter_prob=jitter_prob, brightness=brightness,
-                    contrast=contrast, saturation=saturation, hue=hue,
-                    grayscale_prob=grayscale_prob, blur_prob=blur_prob,
-                    solarize_prob=solarize_prob)
+    A per-crop field (a float: probabilities, jitter strengths) may instead be a
+    tuple with one value per crop (asymmetric recipes: BYOL blur (1.0, 0.1)), also
+    on the command line (`--config.views.global_crops.blur_prob='(1.0,0.1)'` or
+    `=0.5`); the (low, high) ranges (crop_scale, blur_sigma, ...) are shared by the
+    group's crops."""
+    from sslx.data import augment  # here: the data package imports TensorFlow
+
+    unknown = sorted(set(fields) - set(augment.FIELDS))
+    if unknown:
+        raise ConfigError(f"view_group() has no field {unknown[0]!r}"
+                          f"{close_matches(unknown[0], augment.FIELDS)}")
+    values = {name: fields.get(name, field.default) for name, field in augment.FIELDS.items()}
     return ml_collections.ConfigDict(dict(
         count=count,
         size=size,
-        crop_scale=crop_scale,
-        crop_ratio=crop_ratio,
-        blur_sigma=blur_sigma,
         **{name: ml_collections.FieldReference(value, field_type=object)
-           for name, value in per_crop.items()},
+           if isinstance(augment.FIELDS[name], augment.PerCrop) else value
+           for name, value in values.items()},
     ))
 
 

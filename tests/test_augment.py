@@ -3,6 +3,8 @@ eagerly and inside `tf.data.Dataset.map`."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -235,3 +237,69 @@ def test_blur_matches_a_scipy_reference():
     expected = ndimage.correlate1d(image.numpy(), kernel, axis=0, mode="reflect")
     expected = ndimage.correlate1d(expected, kernel, axis=1, mode="reflect")
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def _view(**fields) -> augment.ViewSpec:
+    """SPEC with every probability 0.5 (each registered op may or may not fire)."""
+    half = {name: 0.5 for name, field in augment.FIELDS.items()
+            if isinstance(field, augment.PerCrop) and field.high == 1.0}
+    return dataclasses.replace(SPEC, **{**half, **fields})
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize("name", augment.OPS)
+def test_registered_op_eagerly_and_in_map(name, runner):
+    """Every registered op, as the pipeline calls it: a [0, 1] float image in and out,
+    the crop's size after the crop, the same output for the same seed."""
+    run, image, view = RUNNERS[runner], _image(), _view()
+    op = lambda im, s: augment.OPS[name].apply(im, s, view)
+    outputs = run(op, image, [_seed(i) for i in (0, 1, 2, 3, 4, 5, 6, 7, 0)])
+    shape = (SIZE, SIZE, 3) if name == "crop" else (24, 32, 3)
+    for out in outputs:
+        assert out.shape == shape and out.dtype == np.float32
+        assert out.min() >= 0.0 and out.max() <= 1.0
+    np.testing.assert_array_equal(outputs[-1], outputs[0])
+    assert any(not np.array_equal(outputs[0], out) for out in outputs[1:-1])
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+def test_augment_view_is_the_ops_in_order_on_split_seeds(runner):
+    """Op i of crop, flip, jitter, grayscale, blur, solarize gets seed i of
+    `split(seed, 6)`: the seeds every recipe's augmentations are drawn from."""
+    uint8 = tf.cast(_image() * 255, tf.uint8)
+    v = SPEC
+
+    def by_hand(image, seed):
+        s = tf.unstack(tf.random.split(seed, 6))
+        x = augment.random_resized_crop(image, s[0], v.size, v.crop_scale, v.crop_ratio)
+        x = augment.random_flip(x, s[1], v.flip_prob)
+        x = augment.color_jitter(x, s[2], v.brightness, v.contrast, v.saturation, v.hue,
+                                 v.jitter_prob)
+        x = augment.random_grayscale(x, s[3], v.grayscale_prob)
+        x = augment.gaussian_blur(x, s[4], v.blur_sigma, v.blur_prob)
+        x = augment.solarize(x, s[5], v.solarize_prob)
+        return augment.normalize(tf.clip_by_value(x, 0.0, 1.0), (0.5,) * 3, (0.25,) * 3)
+
+    view = lambda im, s: augment.augment_view(im, s, SPEC, (0.5,) * 3, (0.25,) * 3)
+    assert list(augment.OPS) == ["crop", "flip", "jitter", "grayscale", "blur", "solarize"]
+    seeds = [_seed(i) for i in range(6)]
+    run = RUNNERS[runner]
+    for got, want in zip(run(view, uint8, seeds), run(by_hand, uint8, seeds), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_seed_split_is_prefix_stable():
+    """An op appended to the registry draws split(seed, 7)[6]: the seeds of the ops
+    before it, split(seed, 7)[:6], are those of split(seed, 6)."""
+    for i in range(4):
+        np.testing.assert_array_equal(tf.random.split(_seed(i), 7)[:6],
+                                      tf.random.split(_seed(i), 6))
+
+
+def test_ops_register_once_above_view_spec():
+    with pytest.raises(ValueError, match="above ViewSpec"):
+        augment.augmentation("late", late_prob=augment.PerCrop(0.0))(lambda x, s, v: x)
+    assert "late" not in augment.OPS and "late_prob" not in augment.FIELDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import ml_collections
@@ -10,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from sslx import config_defaults
-from sslx.data import pipeline, sources, views
+from sslx.data import augment, pipeline, sources, views
 from sslx.errors import ConfigError, DataError
 
 NUM_TRAIN = 40
@@ -94,6 +95,24 @@ def test_misspelt_view_field():
     groups.global_crops.blur_porb = 0.5
     with pytest.raises(ConfigError, match=r"blur_porb is not a view-group field.*blur_prob"):
         views.view_specs(groups)
+    with pytest.raises(ConfigError, match=r"view_group\(\) has no field 'blur_porb'.*blur_prob"):
+        config_defaults.view_group(blur_porb=0.5)
+
+
+def test_view_fields_come_from_the_augmentation_registry():
+    """A view group holds count, size and the fields of the registered ops, with their
+    defaults; `ViewSpec` has one attribute per field."""
+    group = config_defaults.view_group()
+    assert ("count", "size", *augment.FIELDS) == views.GROUP_FIELDS
+    assert set(group) == set(views.GROUP_FIELDS)
+    assert {name for op in augment.OPS.values() for name in op.fields} == set(augment.FIELDS)
+    assert [f.name for f in dataclasses.fields(augment.ViewSpec)] == [
+        *augment.VIEW_FIELDS, *augment.FIELDS]
+    for name, field in augment.FIELDS.items():
+        assert group[name] == field.default
+    [first, _] = views.view_specs(ml_collections.ConfigDict({"g": group}))
+    assert {name: getattr(first, name) for name in augment.FIELDS} == {
+        name: field.default for name, field in augment.FIELDS.items()}
 
 
 # ---------------------------------------------------------------- train

@@ -7,6 +7,13 @@ pipeline reproduces exactly. Between ops an image is float32 [H, W, 3] in
 fire (probability 0, strength 0) is left out of the graph, one that always
 fires skips the coin flip, and the others draw a coin and skip the work on
 tails with `tf.cond`.
+
+The ops a training crop goes through form a registry (`OPS`, at the end of this
+module): each is one function `(image, seed, view) -> image` registered with
+`@augmentation(name, **fields)`, the view-group fields it reads with their
+defaults and bounds. `ViewSpec`, the fields of `config_defaults.view_group` and
+their checks in `sslx.data.views` all derive from it, so a new op is one
+registered function here and nothing else.
 """
 
 from __future__ import annotations
@@ -15,34 +22,14 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import tensorflow as tf
 
+from sslx.errors import ConfigError
+
 CROP_ATTEMPTS = 10  # Inception-style crop tries before the center-crop fallback
 EVAL_CROP_FRACTION = 0.875  # ImageNet eval: resize to size / 0.875, center-crop size
-
-
-@dataclasses.dataclass(frozen=True)
-class ViewSpec:
-    """How one crop is made: a random resized crop of `size` pixels, then flip,
-    colour jitter, grayscale, blur and solarize, each with its probability.
-    `group`/`index` say where it came from in `config.views`."""
-
-    group: str
-    index: int
-    size: int
-    crop_scale: tuple[float, float]
-    crop_ratio: tuple[float, float]
-    flip_prob: float
-    jitter_prob: float
-    brightness: float
-    contrast: float
-    saturation: float
-    hue: float
-    grayscale_prob: float
-    blur_prob: float
-    blur_sigma: tuple[float, float]
-    solarize_prob: float
 
 
 def resize(image: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int) -> tf.Tensor:
@@ -245,27 +232,6 @@ def normalize(image: tf.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
     return (image - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
 
 
-def augment_view(
-    image: tf.Tensor,
-    seed: tf.Tensor,
-    spec: ViewSpec,
-    mean: Sequence[float],
-    std: Sequence[float],
-) -> tf.Tensor:
-    """One crop of a uint8 (or [0, 1] float) image as `spec` describes: crop, flip,
-    jitter, grayscale, blur, solarize, normalize. float32 [size, size, 3]."""
-    seeds = tf.unstack(tf.random.split(seed, 6))
-    x = random_resized_crop(image, seeds[0], spec.size, spec.crop_scale, spec.crop_ratio)
-    x = random_flip(x, seeds[1], spec.flip_prob)
-    x = color_jitter(
-        x, seeds[2], spec.brightness, spec.contrast, spec.saturation, spec.hue, spec.jitter_prob
-    )
-    x = random_grayscale(x, seeds[3], spec.grayscale_prob)
-    x = gaussian_blur(x, seeds[4], spec.blur_sigma, spec.blur_prob)
-    x = solarize(x, seeds[5], spec.solarize_prob)
-    return normalize(tf.clip_by_value(x, 0.0, 1.0), mean, std)
-
-
 def center_crop(
     image: tf.Tensor, size: int, crop_fraction: float = EVAL_CROP_FRACTION
 ) -> tf.Tensor:
@@ -277,3 +243,161 @@ def center_crop(
     resized = resize(image, height, width)
     top, left = (height - size) // 2, (width - size) // 2
     return tf.ensure_shape(resized[top:top + size, left:left + size, :], [size, size, 3])
+
+
+# ---------------------------------------------------------------- the registry
+
+
+@dataclasses.dataclass(frozen=True)
+class PerCrop:
+    """A float field in [low, high]: one value for all crops of a group, or a tuple
+    with one value per crop (BYOL's blur (1.0, 0.1))."""
+
+    default: float
+    low: float = 0.0
+    high: float = 1.0
+
+    def parse(self, where: str, value: Any, count: int) -> tuple[float, ...]:
+        """One value per crop; `ConfigError` naming `where` for a bad value."""
+        if not isinstance(value, Sequence):
+            values = (float(value),) * count
+        elif len(value) == 1:
+            values = (float(value[0]),) * count
+        elif len(value) == count:
+            values = tuple(float(v) for v in value)
+        else:
+            raise ConfigError(f"{where} has {len(value)} values for count={count}: give one "
+                              f"value or {count} (one per crop)")
+        bad = [v for v in values if not self.low <= v <= self.high]
+        if bad:
+            raise ConfigError(f"{where}={bad[0]} must lie within [{self.low}, {self.high}]")
+        return values
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """A (low, high) pair shared by all crops of a group, 0 < low <= high <= at_most."""
+
+    default: tuple[float, float]
+    at_most: float = math.inf
+
+    def parse(self, where: str, value: Any, count: int) -> tuple[tuple[float, float], ...]:
+        """The pair, once per crop; `ConfigError` naming `where` for a bad value."""
+        if not isinstance(value, Sequence) or len(value) != 2:
+            raise ConfigError(f"{where}={value!r} must be a (low, high) pair")
+        low, high = float(value[0]), float(value[1])
+        if low > high:
+            raise ConfigError(f"{where}={value!r}: low {low} is above high {high}")
+        if low <= 0 or high > self.at_most:
+            bounds = ("be positive" if self.at_most == math.inf
+                      else f"lie within (0, {self.at_most:g}]")
+            raise ConfigError(f"{where}={(low, high)} must {bounds}")
+        return ((low, high),) * count
+
+
+Field = PerCrop | Interval
+
+
+@dataclasses.dataclass(frozen=True)
+class Op:
+    """A registered augmentation: `apply(image, seed, view)` reads `fields` of `view`."""
+
+    name: str
+    apply: Callable[[tf.Tensor, tf.Tensor, Any], tf.Tensor]
+    fields: dict[str, Field]
+
+
+# In the order a crop goes through them. Op i draws seed i of
+# `tf.random.split(seed, len(OPS))`; split is prefix-stable (the first n seeds of a
+# split into n + 1 are those of a split into n), so an op appended here leaves
+# the seeds, hence the outputs, of the ops before it unchanged.
+OPS: dict[str, Op] = {}
+# Every op's fields, by name: the per-crop fields of a view group beside count and size.
+FIELDS: dict[str, Field] = {}
+# Fields of `ViewSpec` that no op owns.
+VIEW_FIELDS = ("group", "index", "size")
+
+
+def augmentation(name: str, **fields: Field):
+    """Registers `fn(image, seed, view) -> image` as op `name`, reading `fields` of
+    the crop's `ViewSpec` (their defaults are `view_group`'s). Ops apply in the
+    order they are registered."""
+
+    def add(fn: Callable[[tf.Tensor, tf.Tensor, Any], tf.Tensor]):
+        if "ViewSpec" in globals():
+            raise ValueError(f"augmentation {name!r}: register ops in sslx/data/augment.py "
+                             "above ViewSpec, which is built from them")
+        if name in OPS:
+            raise ValueError(f"augmentation {name!r} is registered twice")
+        taken = sorted(set(fields) & {*FIELDS, *VIEW_FIELDS, "count"})
+        if taken:
+            raise ValueError(f"augmentation {name!r}: field {taken[0]} is already a view field")
+        OPS[name] = Op(name, fn, dict(fields))
+        FIELDS.update(fields)
+        return fn
+
+    return add
+
+
+@augmentation("crop", crop_scale=Interval((0.08, 1.0), at_most=1.0),
+              crop_ratio=Interval((3 / 4, 4 / 3)))
+def _crop_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tensor:
+    return random_resized_crop(image, seed, view.size, view.crop_scale, view.crop_ratio)
+
+
+@augmentation("flip", flip_prob=PerCrop(0.5))
+def _flip_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tensor:
+    return random_flip(image, seed, view.flip_prob)
+
+
+@augmentation("jitter", jitter_prob=PerCrop(0.8), brightness=PerCrop(0.4, high=math.inf),
+              contrast=PerCrop(0.4, high=math.inf), saturation=PerCrop(0.4, high=math.inf),
+              hue=PerCrop(0.1, high=0.5))
+def _jitter_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tensor:
+    return color_jitter(image, seed, view.brightness, view.contrast, view.saturation, view.hue,
+                        view.jitter_prob)
+
+
+@augmentation("grayscale", grayscale_prob=PerCrop(0.2))
+def _grayscale_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tensor:
+    return random_grayscale(image, seed, view.grayscale_prob)
+
+
+@augmentation("blur", blur_prob=PerCrop(0.5), blur_sigma=Interval((0.1, 2.0)))
+def _blur_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tensor:
+    return gaussian_blur(image, seed, view.blur_sigma, view.blur_prob)
+
+
+@augmentation("solarize", solarize_prob=PerCrop(0.0))
+def _solarize_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tensor:
+    return solarize(image, seed, view.solarize_prob)
+
+
+ViewSpec = dataclasses.make_dataclass(
+    "ViewSpec",
+    [("group", str), ("index", int), ("size", int),
+     *((name, "tuple[float, float]" if isinstance(field, Interval) else "float")
+       for name, field in FIELDS.items())],
+    frozen=True,
+)
+ViewSpec.__module__ = __name__
+ViewSpec.__doc__ = """How one crop is made: a random resized crop of `size` pixels, then
+    the other ops of `OPS` in order, each reading its fields (`FIELDS`).
+    `group`/`index` say where it came from in `config.views`."""
+
+
+def augment_view(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    spec: ViewSpec,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> tf.Tensor:
+    """One crop of a uint8 (or [0, 1] float) image as `spec` describes: the ops of
+    `OPS` in order (crop, flip, jitter, grayscale, blur, solarize), each with its own
+    seed split from `seed`, then normalize. float32 [size, size, 3]."""
+    seeds = tf.unstack(tf.random.split(seed, len(OPS)))
+    x = image
+    for op, op_seed in zip(OPS.values(), seeds, strict=True):
+        x = op.apply(x, op_seed, spec)
+    return normalize(tf.clip_by_value(x, 0.0, 1.0), mean, std)
