@@ -2,8 +2,9 @@ r"""Throughput of the training input pipeline of a recipe, alone (no model).
 
     python bench/input_pipeline.py --config=configs/simclr_fmnist.py [--batches 20] [--warmup 3]
 
-Pulls batches from `sslx.data.pipeline.train_iterator(config)` (decode, crops,
-augmentations, batching on tf.data's private threadpool) after `--warmup`
+Pulls batches holding the inputs of the recipe's method from
+`sslx.data.pipeline.train_iterator` (decode, crops, augmentations, masks,
+batching on tf.data's private threadpool) after `--warmup`
 batches (which fill the cache and the prefetch buffer) and reports images/s,
 and images/s per core of the threadpool the pipeline actually used
 (`config.data.threads`, or cores // 2 when it is 0). Compare with
@@ -38,11 +39,16 @@ def main(argv: list[str]) -> None:
         sys.exit("input_pipeline.py: --config is required")
     import tensorflow as tf
 
+    from sslx import methods
     from sslx.data import pipeline
+    from sslx.data.spec import input_spec
 
     tf.config.set_visible_devices([], "GPU")
     config = _CONFIG.value
-    batches = pipeline.train_iterator(config)
+    spec = input_spec(config)
+    length = methods.TrainLength(total_steps=1, steps_per_epoch=1)  # only its inputs are read
+    inputs = methods.build(config, length, spec).inputs
+    batches = pipeline.train_iterator(config, spec, inputs=inputs)
     for _ in range(_WARMUP.value):
         batch = next(batches)
     start = time.perf_counter()

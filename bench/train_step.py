@@ -31,9 +31,9 @@ _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
 
 
-def random_batch(config, seed: int = 0) -> dict:
-    """A global batch with the pipeline's structure: normal floats for views,
-    labels 0..9, booleans (masks) true with probability 0.3."""
+def random_batch(run, seed: int = 0) -> dict:
+    """A global batch with the structure the pipeline yields for the run's method:
+    normal floats for views, labels 0..9, booleans (masks) true with probability 0.3."""
     import jax
     import numpy as np
 
@@ -48,7 +48,9 @@ def random_batch(config, seed: int = 0) -> dict:
             return (np.arange(leaf.size) % 10).reshape(leaf.shape).astype(leaf.dtype)
         return rng.normal(size=leaf.shape).astype(leaf.dtype)
 
-    return jax.tree.map(fill, example_batch(config, config.train.batch_size))
+    batch = example_batch(run.config, run.spec, run.config.train.batch_size,
+                          inputs=run.method.inputs)
+    return jax.tree.map(fill, batch)
 
 
 def flops_of(compiled) -> float:
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as workdir:
         run = train.prepare(config, workdir, mesh=sharding.make_mesh(devices))
         state = run.init_state()
-        batch = sharding.global_batch(random_batch(config), run.mesh)
+        batch = sharding.global_batch(random_batch(run), run.mesh)
         start = time.perf_counter()
         step = train.make_train_step(run).lower(state, batch).compile()
         compile_s = time.perf_counter() - start

@@ -51,7 +51,7 @@ class Model:
     @property
     def image_size(self) -> int:
         """The side images are resized (and cropped) to before the backbone."""
-        return eval_image_size(self.config)
+        return eval_image_size(self.method.spec)
 
     def embed(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Backbone features float32 [N, D] of images [N, H, W] or [N, H, W, 1|3]

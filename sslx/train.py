@@ -10,6 +10,7 @@ Methods plug in through `sslx.methods.base.Method`; nothing here names one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 from typing import Any
@@ -23,7 +24,8 @@ import optax
 
 from sslx import config_checks, fs, methods, optim, saved_config, sharding
 from sslx.checkpoint import Checkpointer, checkpoint_directory, describe
-from sslx.data import pipeline, sources, views
+from sslx.data import pipeline, sources
+from sslx.data.spec import InputSpec, input_spec
 from sslx.errors import CheckpointError, DataError
 from sslx.evaluators.embed import embed_split
 from sslx.evaluators.export import write_embeddings
@@ -60,6 +62,7 @@ class Run:
     workdir: str
     mesh: jax.sharding.Mesh
     length: TrainLength
+    spec: InputSpec  # the views and masks of config, parsed once
     method: Method
     optimizer: optax.GradientTransformation
     lr_schedule: Any
@@ -75,13 +78,18 @@ class Run:
         return self.checkpointer.restore(self.abstract_state, describe(self.config))
 
     def _init(self) -> TrainState:
-        rng = jax.random.PRNGKey(self.config.seed)
-        init_rng, train_rng = jax.random.split(rng)
-        batch = jax.tree.map(jnp.asarray, pipeline.example_batch(self.config, _INIT_BATCH))
-        params, method_state = self.method.init(init_rng, batch)
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          opt_state=self.optimizer.init(params), method_state=method_state,
-                          rng=train_rng)
+        return _fresh_state(self.config, self.spec, self.method, self.optimizer)
+
+
+def _fresh_state(config: ml_collections.ConfigDict, spec: InputSpec, method: Method,
+                 optimizer: optax.GradientTransformation) -> TrainState:
+    """The state at step 0, from the method's init on an example batch of its inputs."""
+    init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    batch = pipeline.example_batch(config, spec, _INIT_BATCH, inputs=method.inputs)
+    params, method_state = method.init(init_rng, jax.tree.map(jnp.asarray, batch))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=optimizer.init(params), method_state=method_state,
+                      rng=train_rng)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str,
@@ -92,23 +100,22 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
     split gives (pass `EMBED_ONLY` to restore a state without training data)."""
     mesh = mesh or sharding.make_mesh()
     config_checks.check_run(config, num_devices=mesh.size, process_count=jax.process_count())
-    views.view_specs(config.views)  # validates view groups
+    spec = input_spec(config)
     length = length or _train_length(config)
-    method = methods.build(config, length)
+    method = methods.build(config, length, spec)
     method.check_config()
     optimizer, lr_schedule = optim.build_optimizer(
         config.optim, global_batch_size=config.train.batch_size,
         total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch)
+    shapes = jax.eval_shape(functools.partial(_fresh_state, config, spec, method, optimizer))
+    shardings = sharding.state_shardings(shapes, mesh, config.train.param_sharding)
+    abstract_state = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
     checkpointer = Checkpointer(checkpoint_directory(config, workdir),
                                 config.checkpoint.every_steps, config.checkpoint.keep)
-    run = Run(config=config, workdir=workdir, mesh=mesh, length=length, method=method,
-              optimizer=optimizer, lr_schedule=lr_schedule, checkpointer=checkpointer,
-              abstract_state=None)
-    shapes = jax.eval_shape(run._init)
-    shardings = sharding.state_shardings(shapes, mesh, config.train.param_sharding)
-    run.abstract_state = jax.tree.map(
-        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
-    return run
+    return Run(config=config, workdir=workdir, mesh=mesh, length=length, spec=spec,
+               method=method, optimizer=optimizer, lr_schedule=lr_schedule,
+               checkpointer=checkpointer, abstract_state=abstract_state)
 
 
 def _train_length(config: ml_collections.ConfigDict) -> TrainLength:
@@ -155,7 +162,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     saved_config.save(config, workdir, write=jax.process_index() == 0)
     start_step = run.checkpointer.latest_step() or 0
     total_steps = run.length.total_steps
-    batches = pipeline.train_iterator(config, start_step=start_step)
+    batches = pipeline.train_iterator(config, run.spec, inputs=run.method.inputs,
+                                      start_step=start_step)
     if start_step:
         log.info("resuming from step %d in %s", start_step, run.checkpointer.directory)
         state = run.restore_state()

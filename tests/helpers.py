@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 from absl import flags
 
-from sslx import config_defaults, main, sharding, train
+from sslx import config_defaults, main, methods, sharding, train
 from sslx.config_defaults import FASHION_MNIST_IDX_DIR
 from sslx.data import pipeline, sources
+from sslx.data.spec import input_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -97,9 +98,12 @@ def run_cli(path: str, workdir: str, npz: str, **overrides) -> None:
 
 
 def synthetic_batch(config, seed: int = 0) -> dict:
-    """A random global batch with the structure the pipeline yields: normal floats
-    (views), labels 0..9, booleans (masks) true with probability 0.3."""
+    """A random global batch with the structure the pipeline yields for the inputs of
+    the config's method: normal floats (views), labels 0..9, booleans (masks) true
+    with probability 0.3."""
     rng = np.random.default_rng(seed)
+    spec = input_spec(config)
+    inputs = methods.build(config, train.EMBED_ONLY, spec).inputs
 
     def fill(leaf: np.ndarray) -> np.ndarray:
         if leaf.dtype == np.bool_:
@@ -108,7 +112,8 @@ def synthetic_batch(config, seed: int = 0) -> dict:
             return (np.arange(leaf.size) % 10).reshape(leaf.shape).astype(leaf.dtype)
         return rng.normal(size=leaf.shape).astype(leaf.dtype)
 
-    return jax.tree.map(fill, pipeline.example_batch(config, config.train.batch_size))
+    return jax.tree.map(fill, pipeline.example_batch(config, spec, config.train.batch_size,
+                                                     inputs=inputs))
 
 
 def run_steps(config, workdir: str, devices, steps: int = 2):

@@ -86,7 +86,7 @@ def check_recipes_build(paths: list[str]) -> None:
             config = load_config(path, arg)
             method = methods.build(config, TrainLength(total_steps=100, steps_per_epoch=10))
             method.check_config()
-            batch = pipeline.example_batch(config, 2)
+            batch = pipeline.example_batch(config, method.spec, 2, inputs=method.inputs)
             params, _ = jax.eval_shape(method.init, jax.random.key(0), batch)
             assert {"backbone", "projector", "predictor"} <= set(params)
 

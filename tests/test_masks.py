@@ -1,5 +1,5 @@
 """Blockwise masks: TF ops eagerly and in tf.data, bounds, seeds; the pipeline adds
-them only to recipes that ask for them."""
+them only where the method's inputs ask for them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import tensorflow as tf
 from helpers import load_config
 
 from sslx.data import masks, pipeline, sources
+from sslx.data.spec import input_spec
 from sslx.errors import ConfigError
 
 GRID = (14, 14)
@@ -59,30 +60,51 @@ def _config(with_masks: bool):
     return config
 
 
-@pytest.mark.parametrize("with_masks", [True, False])
-def test_pipeline_emits_masks_only_when_configured(with_masks):
-    config = _config(with_masks)
+IBOT_INPUTS = ("views", "label", "masks")
+
+
+@pytest.mark.parametrize("inputs", [IBOT_INPUTS, ("views", "label")])
+def test_pipeline_emits_masks_only_when_asked(inputs):
+    config = _config(with_masks=True)
+    spec = input_spec(config)
     source = sources.from_arrays(np.full([8, 28, 28], 128, np.uint8), np.arange(8),
                                  process_index=0, process_count=1)
-    batch = next(pipeline.train_iterator(config, source=source))
-    example = pipeline.example_batch(config, 4)
-    assert sorted(batch) == sorted(example)
-    if with_masks:
+    batch = next(pipeline.train_iterator(config, spec, inputs=inputs, source=source))
+    example = pipeline.example_batch(config, spec, 4, inputs=inputs)
+    assert sorted(batch) == sorted(example) == sorted(inputs)
+    if "masks" in inputs:
         # Two global 28 px crops, 4 px patches: 7 x 7 = 49 patches each.
+        assert spec.masks == masks.MaskLayout(count=2, grid=(7, 7))
         assert len(batch["masks"]) == 2
         for m, e in zip(batch["masks"], example["masks"], strict=True):
             assert m.shape == e.shape == (4, 49) and m.dtype == e.dtype == np.bool_
             assert m.sum(axis=1).max() <= 0.5 * 49
-    else:
-        assert "masks" not in batch
+
+
+def test_masks_follow_their_own_seed_stream():
+    """The masks of an example are `make_masks` of its seed folded with the masks'
+    stream; the views take the example's seed itself."""
+    config = _config(with_masks=True)
+    spec = input_spec(config)
+    source = sources.from_arrays(np.full([4, 28, 28], 128, np.uint8), np.arange(4),
+                                 process_index=0, process_count=1)
+    batch = next(pipeline.train_iterator(config, spec, inputs=IBOT_INPUTS, source=source))
+    for i in range(4):
+        seed = tf.random.fold_in(tf.constant([config.seed, 0], tf.int64),
+                                 tf.constant(i, tf.int64))  # the example's place in the stream
+        want = masks.make_masks(tf.random.fold_in(seed, 1_000_003), spec.masks, config.masks)
+        for got, expected in zip(batch["masks"], want, strict=True):
+            np.testing.assert_array_equal(got[i], expected)
 
 
 def test_mask_config_errors():
     config = _config(True)
     config.masks.ratio = (0.5, 0.1)
     with pytest.raises(ConfigError, match=r"config\.masks\.ratio"):
-        pipeline.example_batch(config, 2)
+        input_spec(config)
     config = _config(True)
     config.model.patch_size = 5
     with pytest.raises(ConfigError, match="patch_size=5"):
-        pipeline.example_batch(config, 2)
+        input_spec(config)
+    config = _config(False)
+    assert input_spec(config).masks is None

@@ -11,10 +11,12 @@ import pytest
 import tensorflow as tf
 
 from sslx import config_defaults
-from sslx.data import augment, pipeline, sources, views
+from sslx.data import augment, pipeline, producers, sources, views
+from sslx.data.spec import input_spec
 from sslx.errors import ConfigError, DataError
 
 NUM_TRAIN = 40
+INPUTS = ("views", "label")
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,10 @@ def _config(npz, **view_groups):
 
 def _take(iterator, n: int) -> list[dict]:
     return list(itertools.islice(iterator, n))
+
+
+def _train(config, inputs=INPUTS, **kwargs):
+    return pipeline.train_iterator(config, input_spec(config), inputs=inputs, **kwargs)
 
 
 # ---------------------------------------------------------------- views
@@ -119,7 +125,7 @@ def test_view_fields_come_from_the_augmentation_registry():
 
 
 def test_train_batches(npz):
-    iterator = pipeline.train_iterator(_config(npz), process_index=1, process_count=2)
+    iterator = _train(_config(npz), process_index=1, process_count=2)
     for batch in _take(iterator, 12):  # 12 local batches of 4 = more than one epoch of 20
         assert set(batch) == {"views", "label"}
         assert isinstance(batch["views"], tuple) and len(batch["views"]) == 2
@@ -136,15 +142,13 @@ def test_multi_crop(npz):
         global_crops=config_defaults.view_group(count=2, size=16),
         local_crops=config_defaults.view_group(count=4, size=8, crop_scale=(0.05, 0.4)),
     )
-    [batch] = _take(pipeline.train_iterator(config, process_index=0, process_count=1), 1)
+    [batch] = _take(_train(config, process_index=0, process_count=1), 1)
     assert [v.shape for v in batch["views"]] == [(8, 16, 16, 3)] * 2 + [(8, 8, 8, 3)] * 4
 
 
 def test_train_is_reproducible_and_resumes_the_same_stream(npz):
     config = _config(npz)
-    make = lambda start: pipeline.train_iterator(
-        config, start_step=start, process_index=0, process_count=1
-    )
+    make = lambda start: _train(config, start_step=start, process_index=0, process_count=1)
     first, again, resumed = _take(make(0), 10), _take(make(0), 10), _take(make(5), 5)
     for a, b in zip(first + first[5:], again + resumed, strict=True):
         np.testing.assert_array_equal(a["label"], b["label"])
@@ -158,20 +162,80 @@ def test_train_is_reproducible_and_resumes_the_same_stream(npz):
 
 def test_train_from_arrays_source(npz):
     source = sources.from_arrays(np.zeros([6, 10, 10], np.uint8), process_index=0, process_count=1)
-    [batch] = _take(pipeline.train_iterator(_config(npz), source=source), 1)
+    [batch] = _take(_train(_config(npz), source=source), 1)
     assert batch["views"][0].shape == (8, 12, 12, 3) and (batch["label"] == -1).all()
 
 
 def test_train_config_errors(npz):
     with pytest.raises(ConfigError, match=r"batch_size=8 must be a positive multiple of the 3"):
-        pipeline.train_iterator(_config(npz), process_index=0, process_count=3)
+        _train(_config(npz), process_index=0, process_count=3)
     config = _config(npz)
     config.train.batch_size = 64
     with pytest.raises(ConfigError, match="batch_size=64 is larger than the 40 examples"):
         pipeline.steps_per_epoch(config)
     config.data.source = "nowhere"
     with pytest.raises(DataError, match="unknown data source"):
-        pipeline.train_iterator(config, process_index=0, process_count=1)
+        _train(config, process_index=0, process_count=1)
+
+
+def test_example_batch_is_the_structure_the_pipeline_yields(npz):
+    config = _config(
+        npz,
+        global_crops=config_defaults.view_group(count=2, size=16),
+        local_crops=config_defaults.view_group(count=3, size=8),
+    )
+    [batch] = _take(_train(config, process_index=0, process_count=1), 1)
+    example = pipeline.example_batch(config, input_spec(config), 8, inputs=INPUTS)
+    tf.nest.assert_same_structure(batch, example)
+    for got, want in zip(tf.nest.flatten(batch), tf.nest.flatten(example), strict=True):
+        assert got.shape == want.shape and got.dtype == want.dtype and not want.any()
+
+
+def test_inputs_choose_the_producers(npz):
+    config = _config(npz)
+    [batch] = _take(_train(config, inputs=("views",), process_index=0, process_count=1), 1)
+    assert set(batch) == {"views"}
+    with pytest.raises(ConfigError, match=r"no producer makes the input 'view'.*views"):
+        _train(config, inputs=("view", "label"), process_index=0, process_count=1)
+    with pytest.raises(ConfigError, match="no producer makes the input 'view'"):
+        pipeline.example_batch(config, input_spec(config), 2, inputs=("view",))
+    with pytest.raises(ConfigError, match=r"reads masks, but the config has no config\.masks"):
+        _train(config, inputs=(*INPUTS, "masks"), process_index=0, process_count=1)
+
+
+def test_a_new_producer_is_one_registration_on_its_own_seed_stream(npz, monkeypatch):
+    """A pretext input (rotation labels) added by registering a producer: batches and
+    `example_batch` carry it, and the other inputs are unchanged."""
+    monkeypatch.setattr(producers, "_REGISTRY", dict(producers._REGISTRY))
+
+    @producers.producer("rotation", stream=4)
+    def rotation(example, seed, spec, config):
+        del example, spec, config
+        return {"rotation": tf.random.stateless_uniform([], seed, 0, 4, tf.int32)}
+
+    with pytest.raises(ValueError, match="stream 4 is 'rotation'"):
+        producers.producer("other", stream=4)(rotation)
+    config = _config(npz)
+    run = lambda inputs: _take(_train(config, inputs=inputs, process_index=0, process_count=1), 3)
+    plain, rotated = run(INPUTS), run((*INPUTS, "rotation"))
+    rotations = np.concatenate([batch["rotation"] for batch in rotated])
+    assert rotations.dtype == np.int32 and set(rotations) == {0, 1, 2, 3}
+    for a, b in zip(plain, rotated, strict=True):
+        np.testing.assert_array_equal(a["label"], b["label"])
+        for va, vb in zip(a["views"], b["views"], strict=True):
+            np.testing.assert_array_equal(va, vb)
+    example = pipeline.example_batch(config, input_spec(config), 8,
+                                     inputs=(*INPUTS, "rotation"))
+    assert example["rotation"].shape == (8,) and example["rotation"].dtype == np.int32
+
+
+def test_sources_yield_the_example_spec(npz):
+    for split in ("train", "test"):
+        config = _config(npz)
+        dataset = sources.load_split(config.data, split, process_index=0, process_count=1).dataset
+        assert set(dataset.element_spec) == set(sources.EXAMPLE_SPEC)
+        for key, spec in sources.EXAMPLE_SPEC.items():
+            assert spec.is_compatible_with(dataset.element_spec[key]), (split, key)
 
 
 def test_steps_per_epoch(npz):
@@ -223,7 +287,7 @@ def test_folder_of_variable_sized_jpegs(tmp_path):
         path.write_bytes(tf.io.encode_jpeg(image).numpy())
     config = _config(tmp_path)
     config.data.source, config.data.image_size, config.train.batch_size = "folder", 24, 4
-    [batch] = _take(pipeline.train_iterator(config, process_index=0, process_count=1), 1)
+    [batch] = _take(_train(config, process_index=0, process_count=1), 1)
     assert [v.shape for v in batch["views"]] == [(4, 12, 12, 3)] * 2
     assert sorted(batch["label"]) == [0, 0, 1, 1]
     [evaluated] = pipeline.eval_iterator(config, "train", batch_size=4, size=16,

@@ -1,9 +1,10 @@
 """Blockwise patch masks for masked-image modelling (iBOT), made in the tf.data pipeline.
 
-A recipe opts in with `config.masks = mask_config(...)`; the pipeline then adds
-`'masks'`: one bool [B, N] array per global crop (True = masked patch, N the
-patches of the backbone's grid: global crop size // `config.model.patch_size`,
-squared). Batches of recipes without `config.masks` are unchanged.
+A recipe configures them with `config.masks = mask_config(...)` (parsed once into
+`InputSpec.masks`); a method that lists "masks" in its `inputs` (iBOT) then gets
+`'masks'` in its batches (the "masks" producer, `sslx.data.producers`): one
+bool [B, N] array per global crop (True = masked patch, N the patches of the
+backbone's grid: global crop size // `config.model.patch_size`, squared).
 
 Per image and crop: with probability `prob` a target ratio r ~ U(ratio) is drawn,
 otherwise nothing is masked; blocks are then added as in BEiT's masking generator
@@ -26,7 +27,6 @@ from typing import NamedTuple
 import ml_collections
 import tensorflow as tf
 
-from sslx.data.views import global_view_count, view_specs
 from sslx.errors import ConfigError
 
 # Rejected blocks in a row after which a mask is final (BEiT, iBOT).
@@ -55,18 +55,16 @@ class MaskLayout(NamedTuple):
         return self.grid[0] * self.grid[1]
 
 
-def mask_layout(config: ml_collections.ConfigDict) -> MaskLayout | None:
-    """The masks the pipeline makes for `config`, or None without `config.masks`.
-    Raises `ConfigError` for unusable mask settings."""
-    if "masks" not in config:
-        return None
-    check_mask_config(config.masks)
-    specs = view_specs(config.views)
-    size, patch = specs[0].size, config.model.patch_size
-    if patch < 1 or size % patch:
+def mask_layout(masks: ml_collections.ConfigDict, *, size: int, count: int,
+                patch_size: int) -> MaskLayout:
+    """The masks of `count` global crops of `size` px cut in patches of `patch_size`,
+    as `config.masks` (checked here) asks for them; `sslx.data.spec.input_spec`
+    calls it once per run. `ConfigError` for unusable mask settings."""
+    check_mask_config(masks)
+    if patch_size < 1 or size % patch_size:
         raise ConfigError(f"config.masks: the global crops ({size} px) are not a whole number "
-                          f"of patches of config.model.patch_size={patch}")
-    return MaskLayout(count=global_view_count(config.views), grid=(size // patch, size // patch))
+                          f"of patches of config.model.patch_size={patch_size}")
+    return MaskLayout(count=count, grid=(size // patch_size, size // patch_size))
 
 
 def check_mask_config(masks: ml_collections.ConfigDict) -> None:

@@ -6,49 +6,56 @@ tf.data threadpool so XLA keeps its cores, and all randomness is seeded from
 `config.seed` and the host: the stream of batches is a fixed function of the
 config, and `start_step` starts it at that batch, so a resumed run sees exactly
 the batches an uninterrupted run would have seen.
+
+A training example holds the inputs the method asks for (`Method.inputs`), each
+made by its producer (`sslx.data.producers`) from the run's `InputSpec`;
+`example_batch` reads the structure of a batch off that same per-example map.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
 
+from sslx.data import producers
 from sslx.data.augment import center_crop, normalize, resize
-from sslx.data.masks import make_masks, mask_layout
-from sslx.data.sources import Source, load_split, num_examples, resolve_process
-from sslx.data.views import make_views, view_specs
+from sslx.data.sources import EXAMPLE_SPEC, Source, load_split, num_examples, resolve_process
 from sslx.errors import ConfigError, DataError
 
-Batch = dict[str, Any]
+if TYPE_CHECKING:
+    from sslx.data.spec import InputSpec
 
-# Folded into an example's seed to seed its masks, apart from its views' seeds.
-_MASK_STREAM = 1_000_003
+Batch = dict[str, Any]
 
 
 def train_iterator(
     config: ml_collections.ConfigDict,
+    spec: InputSpec,
     *,
+    inputs: Sequence[str],
     start_step: int = 0,
     process_index: int | None = None,
     process_count: int | None = None,
     source: Source | None = None,
 ) -> Iterator[Batch]:
-    """Endless `{'views': (float32 [local_batch, size, size, 3], ...), 'label':
-    int32 [local_batch]}` for this host, views in `config.views` order; with
-    `config.masks` also `'masks': (bool [local_batch, patches], ...)`, one per
-    global crop (see `sslx.data.masks`).
+    """Endless batches of this host's `local_batch` examples holding `inputs`, each
+    made by its producer (`sslx.data.producers`): 'views' is `(float32
+    [local_batch, size, size, 3], ...)` in `spec.crops` order, 'label' int32
+    [local_batch], 'masks' `(bool [local_batch, patches], ...)`, one per global
+    crop (see `sslx.data.masks`).
 
     `source` replaces `config.data`'s train split (e.g. `from_arrays(...)`); its
     own process index/count are then used. `start_step` skips the batches before
     it (without augmenting them), so resuming continues the uninterrupted stream;
     skipping reads the skipped examples, which is cheap for cached and in-memory
     sources."""
-    specs = view_specs(config.views)
+    inputs = tuple(inputs)
+    producers.check(inputs)
     if start_step < 0:
         raise ConfigError(f"start_step={start_step} must be >= 0")
     index, count = _host(source, process_index, process_count)
@@ -69,26 +76,30 @@ def train_iterator(
         seed = _shuffle_seed(config.seed, source.process_index)
         dataset = dataset.shuffle(config.data.shuffle_buffer, seed=seed,
                                   reshuffle_each_iteration=True)
-    base_seed = tf.constant([config.seed, source.process_index], tf.int64)
-    mean, std = tuple(config.data.mean), tuple(config.data.std)
-    layout = mask_layout(config)
-
-    @tf.autograph.experimental.do_not_convert  # plain TF ops: skip slow autograph tracing
-    def to_views(counter: tf.Tensor, example: dict[str, tf.Tensor]) -> Batch:
-        seed = tf.random.fold_in(base_seed, counter)
-        out = {**make_views(example["image"], seed, specs, mean, std), "label": example["label"]}
-        if layout:
-            out["masks"] = make_masks(tf.random.fold_in(seed, _MASK_STREAM), layout, config.masks)
-        return out
-
     dataset = (
         dataset.repeat()
         .enumerate()  # counts elements over the whole run: seeds their augmentation
         .skip(start_step * local_batch)
-        .map(to_views, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .map(_example_fn(config, spec, inputs, source.process_index),
+             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .batch(local_batch, drop_remainder=True)
     )
     return _numpy_iterator(dataset, config)
+
+
+def _example_fn(config: ml_collections.ConfigDict, spec: InputSpec, inputs: tuple[str, ...],
+                process_index: int):
+    """The per-example map of `train_iterator`: `(counter, source example) -> training
+    example`, seeded by the run's seed, the host and the example's position in the
+    run's stream."""
+    base_seed = tf.constant([config.seed, process_index], tf.int64)
+
+    @tf.autograph.experimental.do_not_convert  # plain TF ops: skip slow autograph tracing
+    def make(counter: tf.Tensor, example: dict[str, tf.Tensor]) -> Batch:
+        seed = tf.random.fold_in(base_seed, counter)
+        return producers.produce(inputs, example, seed, spec, config)
+
+    return make
 
 
 def eval_iterator(
@@ -150,19 +161,33 @@ def eval_preprocess(config: ml_collections.ConfigDict, size: int):
     return preprocess
 
 
-def example_batch(config: ml_collections.ConfigDict, batch_size: int) -> dict[str, Any]:
+def example_batch(config: ml_collections.ConfigDict, spec: InputSpec, batch_size: int, *,
+                  inputs: Sequence[str]) -> dict[str, Any]:
     """Zeros with the structure, shapes and dtypes of a training batch of
-    `batch_size`: what `train_iterator` yields, for shape inference, init and tests."""
-    batch = {
-        "views": tuple(np.zeros((batch_size, s.size, s.size, 3), np.float32)
-                       for s in view_specs(config.views)),
-        "label": np.zeros((batch_size,), np.int32),
-    }
-    layout = mask_layout(config)
-    if layout:
-        batch["masks"] = tuple(np.zeros((batch_size, layout.num_patches), bool)
-                               for _ in range(layout.count))
-    return batch
+    `batch_size` holding `inputs`, for shape inference, init and tests: the
+    `element_spec` of `train_iterator`'s own per-example map (run on an empty
+    source), with a batch axis in front."""
+    inputs = tuple(inputs)
+    producers.check(inputs)
+    return tf.nest.map_structure(
+        lambda s: np.zeros((batch_size, *s.shape), s.dtype.as_numpy_dtype),
+        _element_spec(config, spec, inputs))
+
+
+# (spec, inputs, config as JSON) -> element_spec. Tracing the map costs about a
+# quarter of a second per crop on a CPU core, and `prepare` asks twice (shapes,
+# then the jitted init): trace once per distinct run.
+_ELEMENT_SPECS: dict[tuple, Any] = {}
+
+
+def _element_spec(config: ml_collections.ConfigDict, spec: InputSpec,
+                  inputs: tuple[str, ...]) -> Any:
+    key = (spec, inputs, config.to_json_best_effort(sort_keys=True))
+    if key not in _ELEMENT_SPECS:
+        empty = tf.data.Dataset.from_generator(lambda: iter(()), output_signature=EXAMPLE_SPEC)
+        mapped = empty.enumerate().map(_example_fn(config, spec, inputs, process_index=0))
+        _ELEMENT_SPECS[key] = mapped.element_spec
+    return _ELEMENT_SPECS[key]
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int:

@@ -43,6 +43,10 @@ _IDX_INSTALL_HINT = (
 # pre-shuffled records do; a class-sorted order would fill the buffer with few classes.
 _FOLDER_ORDER_SEED = 0
 
+# What every source's dataset yields, one example at a time.
+EXAMPLE_SPEC = {"image": tf.TensorSpec([None, None, 3], tf.uint8),
+                "label": tf.TensorSpec([], tf.int32)}
+
 
 @dataclasses.dataclass(frozen=True)
 class Source:

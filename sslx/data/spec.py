@@ -41,10 +41,15 @@ def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
     """The validated spec of `config`; `ConfigError` names a bad view or mask field."""
     crops = view_specs(config.views)
     size = crops[0].size
+    global_count = sum(crop.group == crops[0].group for crop in crops)
+    masks = None
+    if "masks" in config:
+        masks = mask_layout(config.masks, size=size, count=global_count,
+                            patch_size=config.model.patch_size)
     return InputSpec(
         crops=crops,
-        global_count=sum(crop.group == crops[0].group for crop in crops),
+        global_count=global_count,
         image_size=size,
         eval_size=size,
-        masks=mask_layout(config),
+        masks=masks,
     )

@@ -11,7 +11,6 @@ the first crop of the largest group (the crop DINO's teacher sees first).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import ml_collections
 import tensorflow as tf
@@ -32,28 +31,19 @@ def view_specs(views_config: ml_collections.ConfigDict) -> tuple[ViewSpec, ...]:
     return tuple(sorted(specs, key=lambda s: (-s.size, s.group, s.index)))
 
 
-def global_view_count(views_config: ml_collections.ConfigDict) -> int:
-    """How many crops the largest group has: `views[:n]` are the global crops that
-    multi-crop teachers (DINO, iBOT) see and masked-image methods mask."""
-    specs = view_specs(views_config)
-    return sum(spec.group == specs[0].group for spec in specs)
-
-
 def make_views(
     image: tf.Tensor,
     seed: tf.Tensor,
     specs: Sequence[ViewSpec],
     mean: Sequence[float],
     std: Sequence[float],
-) -> dict[str, Any]:
-    """`{'views': (crop per spec)}` of one uint8 image; each crop gets its own seed
-    split from `seed`."""
+) -> tuple[tf.Tensor, ...]:
+    """One crop per spec of one uint8 image; each crop gets its own seed split
+    from `seed`."""
     seeds = tf.unstack(tf.random.split(seed, len(specs)))
-    return {
-        "views": tuple(
-            augment_view(image, s, spec, mean, std) for s, spec in zip(seeds, specs, strict=True)
-        )
-    }
+    return tuple(
+        augment_view(image, s, spec, mean, std) for s, spec in zip(seeds, specs, strict=True)
+    )
 
 
 def _group_specs(name: str, group: ml_collections.ConfigDict) -> list[ViewSpec]:

@@ -11,13 +11,15 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from sslx import sharding
-from sslx.data import pipeline, views
+from sslx.data import pipeline
+from sslx.data.spec import InputSpec
 from sslx.methods.base import Method
 
 
-def eval_image_size(config: ml_collections.ConfigDict) -> int:
-    """Images are embedded at the resolution of the first (largest) training view."""
-    return views.view_specs(config.views)[0].size
+def eval_image_size(spec: InputSpec) -> int:
+    """The side images are embedded at: the run's `spec.eval_size`, the resolution
+    of its first (largest) training view."""
+    return spec.eval_size
 
 
 def embed_split(method: Method, params: Any, method_state: Any,
@@ -31,7 +33,7 @@ def embed_split(method: Method, params: Any, method_state: Any,
     embed = jax.jit(method.embed, out_shardings=data_sharding)
     features, labels = [], []
     for batch in pipeline.eval_iterator(config, split, batch_size=config.eval.batch_size,
-                                        size=eval_image_size(config)):
+                                        size=eval_image_size(method.spec)):
         images = sharding.global_batch(batch["image"], mesh)
         outputs = embed(params, method_state, images)
         extras = sharding.global_batch({"label": batch["label"], "valid": batch["valid"]}, mesh)

@@ -1,0 +1,124 @@
+"""What a training example holds, made by named producers a method asks for.
+
+A method lists the inputs it reads (`Method.inputs`: `("views", "label")` by
+default, iBOT adds "masks"); the pipeline runs the producer of each name on every
+example and merges what they return into the example. A producer is a function
+
+    (example, seed, spec, config) -> {key: tf.Tensor or tuple of them}
+
+of one source example (`{'image': uint8 [H, W, 3], 'label': int32}`, see
+`sslx.data.sources`), its seed (int64 [2]), the run's `InputSpec` and config;
+it is made of stateless TF ops, so it runs inside `tf.data.Dataset.map` and the
+same seed gives the same output. An input a new method needs (rotation labels,
+jigsaw permutations) is one more `@producer(name, stream=...)` function: the
+pipeline, `example_batch` and the trainer follow from the method's `inputs`.
+
+Each producer draws from its own stream of the example's seed,
+`tf.random.fold_in(seed, stream)`, so adding or removing one leaves the others'
+outputs unchanged; "views" (`stream=None`) takes the example's seed as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import ml_collections
+import tensorflow as tf
+
+from sslx.data.masks import make_masks
+from sslx.data.views import make_views
+from sslx.errors import ConfigError, close_matches
+
+if TYPE_CHECKING:
+    from sslx.data.spec import InputSpec
+
+Example = dict[str, tf.Tensor]
+ProducerFn = Callable[[Example, tf.Tensor, "InputSpec", ml_collections.ConfigDict],
+                      dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Producer:
+    fn: ProducerFn
+    stream: int | None  # folded into the example's seed; None: the seed itself
+
+
+_REGISTRY: dict[str, Producer] = {}
+
+
+def producer(name: str, *, stream: int | None):
+    """Registers `fn(example, seed, spec, config) -> dict` as the producer of input
+    `name`, seeded by its own `stream` of the example's seed (an int no other
+    producer uses)."""
+
+    def add(fn: ProducerFn) -> ProducerFn:
+        if name in _REGISTRY:
+            raise ValueError(f"producer {name!r} is registered twice")
+        for other, registered in _REGISTRY.items():
+            if registered.stream == stream:
+                raise ValueError(f"producer {name!r}: stream {stream} is {other!r}'s")
+        _REGISTRY[name] = Producer(fn, stream)
+        return fn
+
+    return add
+
+
+def names() -> list[str]:
+    """Every registered input name."""
+    return sorted(_REGISTRY)
+
+
+def check(inputs: Sequence[str]) -> None:
+    """`ConfigError` for an input no producer makes."""
+    for name in inputs:
+        if name not in _REGISTRY:
+            raise ConfigError(f"no producer makes the input {name!r}"
+                              f"{close_matches(name, _REGISTRY)}; registered: "
+                              f"{', '.join(names())} (sslx/data/producers.py)")
+
+
+def produce(inputs: Sequence[str], example: Example, seed: tf.Tensor, spec: InputSpec,
+            config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The training example: the outputs of the producers of `inputs`, merged."""
+    check(inputs)
+    out: dict[str, Any] = {}
+    for name in inputs:
+        registered = _REGISTRY[name]
+        own_seed = seed if registered.stream is None else tf.random.fold_in(seed,
+                                                                            registered.stream)
+        made = registered.fn(example, own_seed, spec, config)
+        clash = sorted(set(made) & set(out))
+        if clash:
+            raise ValueError(f"producer {name!r} makes {clash[0]!r}, which another input "
+                             "already made")
+        out.update(made)
+    return out
+
+
+@producer("views", stream=None)
+def _views(example: Example, seed: tf.Tensor, spec: InputSpec,
+           config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`{'views': (float32 [size, size, 3] per crop of `spec.crops`)}`, normalised."""
+    return {"views": make_views(example["image"], seed, spec.crops, tuple(config.data.mean),
+                                tuple(config.data.std))}
+
+
+@producer("label", stream=1)
+def _label(example: Example, seed: tf.Tensor, spec: InputSpec,
+           config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`{'label': int32}`, -1 where the split is unlabelled."""
+    del seed, spec, config
+    return {"label": example["label"]}
+
+
+@producer("masks", stream=1_000_003)
+def _masks(example: Example, seed: tf.Tensor, spec: InputSpec,
+           config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`{'masks': (bool [patches] per global crop)}`, see `sslx.data.masks`."""
+    del example
+    if spec.masks is None:
+        raise ConfigError("the method reads masks, but the config has no config.masks: set "
+                          "config.masks = sslx.data.masks.mask_config(...) in the recipe")
+    return {"masks": make_masks(seed, spec.masks, config.masks)}
