@@ -5,18 +5,27 @@ step, rng) and a small JSON description of the model and method. The
 description is checked before any array is read, so a workdir trained with
 another model fails with a message instead of a shape error, and nothing in
 the workdir is ever overwritten by a run that could not restore it.
+
+Another run's checkpoint (`config.init.checkpoint`) is read without this run's
+structure (`SavedRun`): its leaves are matched by path and shape with this
+run's (`plan_init`), and only those are read, as numpy, and laid over a fresh
+state (`overlay`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from sslx import fs
-from sslx.errors import CheckpointError, ConfigError
+from sslx.errors import CheckpointError, ConfigError, close_matches
 
 CHECKPOINT_SUBDIR = "checkpoints"
 # File systems orbax (through tensorstore) writes checkpoints to; '' is local.
@@ -102,3 +111,207 @@ def _difference(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "co
         elif old != new:
             return f"{prefix}.{key}={old!r} (this run: {new!r})"
     return "a different description"
+
+
+# Another run's weights (`config.init`): its checkpoint is read without this run's
+# structure, as plain numpy arrays, and the leaves that fit are put into a fresh state.
+
+INIT_PARTS = ("backbone", "all")
+# The parts of the train state `config.init` fills; the optimizer state, step and
+# rng of the new run stay fresh.
+INIT_FIELDS = ("params", "method_state")
+
+Path = tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """One array of a saved train state: where it is, its shape and dtype."""
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: Any
+
+
+def path_names(keypath: Sequence[Any]) -> Path:
+    """A jax key path as plain names: `.params['backbone'][0]` -> ('params', 'backbone', '0')."""
+    names = []
+    for key in keypath:
+        for attribute in ("name", "key", "idx"):
+            if hasattr(key, attribute):
+                names.append(str(getattr(key, attribute)))
+                break
+        else:
+            names.append(str(key))
+    return tuple(names)
+
+
+def show(path: Path) -> str:
+    return "/".join(path)
+
+
+class SavedRun:
+    """The checkpoint of another run that `config.init.checkpoint` names: a workdir
+    (its latest checkpoint), a checkpoint directory (its latest step) or one
+    step's directory. `leaves` mirrors the saved train state with a `Leaf` per
+    array (read from the checkpoint's metadata, no array is read); `read` loads
+    the arrays asked for, as numpy, on every host."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.directory, step = _locate(path)
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            item_handlers={"state": ocp.PyTreeCheckpointHandler(),
+                           "meta": ocp.JsonCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(read_only=True, create=False))
+        self.step = self._manager.latest_step() if step is None else step
+        if self.step is None:
+            raise CheckpointError(f"config.init.checkpoint={path!r} holds no checkpoint "
+                                  f"({self.directory} has no saved step); point it to the "
+                                  "workdir of a run that has saved one")
+        try:
+            metadata = self._manager.item_metadata(self.step)["state"]
+            self.description = self._manager.restore(
+                self.step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        except (FileNotFoundError, KeyError, ValueError, TypeError) as error:
+            raise CheckpointError(f"config.init.checkpoint={path!r}: step {self.step} in "
+                                  f"{self.directory} is not an sslx checkpoint ({error})"
+                                  ) from error
+        tree = getattr(metadata, "tree", metadata)
+        self.leaves = _leaves(tree, ())
+
+    def read(self, paths: Sequence[Path]) -> dict[Path, np.ndarray]:
+        """The arrays at `paths`, as numpy (the rest of the checkpoint is not read)."""
+        if not paths:
+            return {}
+        item = _subtree(self.leaves, [tuple(p) for p in paths])
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item,
+                                    is_leaf=_is_leaf)
+        item = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), item,
+                            is_leaf=_is_leaf)
+        restored = self._manager.restore(self.step, args=ocp.args.Composite(
+            state=ocp.args.PyTreeRestore(item=item, restore_args=restore_args,
+                                         partial_restore=True))).state
+        return {path: np.asarray(_get(restored, path)) for path in paths}
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+@dataclasses.dataclass
+class InitPlan:
+    """Which saved leaf fills which leaf of the new state, and what was left fresh."""
+
+    taken: dict[Path, Leaf]  # this run's leaf -> the saved leaf that fills it
+    considered: int  # leaves of this run that `parts` asks for
+    not_taken: list[str]  # "path (why)" of those left freshly initialised
+
+
+def plan_init(abstract_state: Any, saved: Any, parts: str,
+              backbone: dict[str, Any] | None = None) -> InitPlan:
+    """Matches the leaves of this run's `params` and `method_state` with the saved
+    leaves (`SavedRun.leaves`).
+
+    parts='all': every leaf whose path and shape match. parts='backbone': every
+    leaf of this run under a `backbone` module (the network's, and copies of it
+    such as EMA teachers) takes the same leaf of the saved `backbone`
+    (`{'params': ..., 'batch_stats': ...}` of `Leaf`s, the backbone the other run
+    embeds with), from `batch_stats` where the path names batch statistics."""
+    if parts not in INIT_PARTS:
+        raise ConfigError(f"config.init.parts={parts!r} is not one of {', '.join(INIT_PARTS)}"
+                          f"{close_matches(str(parts), INIT_PARTS)}")
+    by_path = {leaf.path: leaf for leaf in jax.tree.leaves(saved, is_leaf=_is_leaf)}
+    collections = {name: {path_names(keypath): leaf for keypath, leaf in
+                          jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_leaf)[0]}
+                   for name, tree in (backbone or {}).items()}
+    plan = InitPlan({}, 0, [])
+    for keypath, target in jax.tree_util.tree_flatten_with_path(abstract_state)[0]:
+        path = path_names(keypath)
+        if path[0] not in INIT_FIELDS:
+            continue
+        if parts == "all":
+            source = by_path.get(path)
+        elif "backbone" in path:
+            at = path.index("backbone")
+            collection = "batch_stats" if "batch_stats" in path[:at] else "params"
+            source = collections.get(collection, {}).get(path[at + 1:])
+        else:
+            continue
+        plan.considered += 1
+        if source is None:
+            plan.not_taken.append(f"{show(path)} (not in the checkpoint)")
+        elif tuple(source.shape) != tuple(target.shape):
+            plan.not_taken.append(f"{show(path)} (shape {tuple(target.shape)}, saved "
+                                  f"{tuple(source.shape)} at {show(source.path)})")
+        else:
+            plan.taken[path] = source
+    return plan
+
+
+def overlay(state: Any, abstract_state: Any, values: dict[Path, np.ndarray]) -> Any:
+    """`state` with the leaves at the paths of `values` replaced by those arrays, in
+    the dtype and sharding of `abstract_state` (on every host, from its own copy)."""
+
+    def put(keypath, leaf, target):
+        value = values.get(path_names(keypath))
+        if value is None:
+            return leaf
+        value = np.asarray(value, target.dtype)
+        return jax.make_array_from_callback(target.shape, target.sharding,
+                                            lambda index: value[index])
+
+    return jax.tree_util.tree_map_with_path(put, state, abstract_state)
+
+
+def _locate(path: str) -> tuple[str, int | None]:
+    """`(checkpoint directory, step or None for the latest)` of `path`."""
+    from sslx import saved_config  # imports the config schema
+
+    if not path or not fs.exists(path):
+        raise CheckpointError(f"config.init.checkpoint={path!r} does not exist; set it to the "
+                              "workdir (or checkpoint directory) of the run to start from")
+    saved = saved_config.path(path)
+    if fs.exists(saved):
+        directory = fs.read_json(saved).get("checkpoint", {}).get("directory", "")
+        return directory or fs.join(path, CHECKPOINT_SUBDIR), None
+    if fs.exists(fs.join(path, CHECKPOINT_SUBDIR)):
+        return fs.join(path, CHECKPOINT_SUBDIR), None
+    base = path.rstrip("/").rsplit("/", 1)
+    if len(base) == 2 and base[1].isdigit() and fs.exists(fs.join(path, "state")):
+        return base[0], int(base[1])
+    return path, None
+
+
+def _leaves(tree: Any, path: Path) -> Any:
+    """The saved state's metadata with a `Leaf` for each array (other leaves dropped)."""
+    if isinstance(tree, Mapping):
+        children = {str(k): _leaves(v, (*path, str(k))) for k, v in tree.items()}
+        return {k: v for k, v in children.items() if v is not None}
+    if isinstance(tree, (list, tuple)):
+        return [_leaves(v, (*path, str(i))) for i, v in enumerate(tree)]
+    if hasattr(tree, "shape") and hasattr(tree, "dtype"):
+        return Leaf(path, tuple(tree.shape), np.dtype(tree.dtype))
+    return None
+
+
+def _subtree(tree: Any, paths: list[Path]) -> Any:
+    """The part of `tree` that holds `paths` (lists are kept whole: orbax restores
+    a part of a dict, not of a list)."""
+    if not isinstance(tree, Mapping):
+        return tree
+    heads: dict[str, list[Path]] = {}
+    for path in paths:
+        heads.setdefault(path[0], []).append(path[1:])
+    return {head: (tree[head] if not all(rest) else _subtree(tree[head], rest))
+            for head, rest in heads.items()}
+
+
+def _get(tree: Any, path: Path) -> Any:
+    for name in path:
+        tree = tree[int(name)] if isinstance(tree, (list, tuple)) else tree[name]
+    return tree
+
+
+def _is_leaf(x: Any) -> bool:
+    return isinstance(x, Leaf)
