@@ -43,9 +43,6 @@ def check_run(config: ml_collections.ConfigDict, *, num_devices: int, process_co
         raise ConfigError(
             f"config.eval.batch_size={config.eval.batch_size} is not divisible by the "
             f"{num_devices} devices; use a multiple of {num_devices}")
-    if any(k <= 0 for k in config.eval.knn_k):
-        raise ConfigError(f"config.eval.knn_k={tuple(config.eval.knn_k)} must be positive")
-    _positive(config, "eval.knn_temperature")
     for name, group in config.views.items():
         if group.size > config.data.image_size:
             raise ConfigError(

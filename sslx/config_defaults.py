@@ -60,9 +60,10 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
     The sections of the schema are locked, so a misspelt field in a recipe fails
     where it is set, naming the closest fields. Open until `with_variant` locks the
     whole config: the top level (optional sections: `config.masks`), `config.views`
-    (a recipe names its view groups) and the `{regex: value}` maps
+    (a recipe names its view groups), `config.evals` (a recipe adds evaluators) and
+    the `{regex: value}` maps
     `config.optim.frozen` and `config.optim.lr_multipliers`."""
-    from sslx import methods  # here: importing the method's module imports jax
+    from sslx import evaluators, methods  # here: importing the method's module imports jax
 
     c = ml_collections.ConfigDict()
     c.seed = 0
@@ -128,13 +129,22 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         directory="",                      # '' = WORKDIR/checkpoints; local, gs:// or s3://
     ))
     c.eval = ml_collections.ConfigDict(dict(
-        knn=True,                          # k-NN at the end of training
-        knn_k=(20, 200),
-        knn_temperature=0.07,
-        batch_size=512,
-        export_split="test",
+        batch_size=512,                    # global batch of evaluators and export
+        export_split="test",               # --mode=export's default --split
+        export_at_end=True,                # write data.eval_split's embeddings after training
     ))
-    for section in (c.data, c.model, c.method, c.optim, c.train, c.checkpoint, c.eval):
+    # Evaluators, {name: {type, every_steps, enabled, ...}} (see sslx.evaluators): each
+    # runs every `every_steps` steps (0 or negative: only at the end) and at the end.
+    # A recipe may add more: config.evals.NAME = evaluators.default_config(TYPE).
+    c.evals = ml_collections.ConfigDict()
+    c.evals.knn = evaluators.default_config("knn")  # eval_split against train_split
+    # Another run's weights to start from, when this run starts fresh (no checkpoint
+    # in its workdir): a workdir or a checkpoint directory; '' = random init.
+    c.init = ml_collections.ConfigDict(dict(
+        checkpoint="",
+        parts="backbone",                  # backbone | all (every leaf whose path and shape match)
+    ))
+    for section in (c.data, c.model, c.method, c.optim, c.train, c.checkpoint, c.eval, c.init):
         section.lock()
     c.optim.frozen.unlock()
     c.optim.lr_multipliers.unlock()

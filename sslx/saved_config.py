@@ -27,7 +27,7 @@ log = logging.getLogger("sslx")
 FILENAME = "config.json"
 # Dotted prefixes of the fields a re-run on the same workdir may change.
 FREE_FIELDS = ("train.log_every", "checkpoint.every_steps", "checkpoint.keep", "eval",
-               "data.path", "data.threads", "data.cache", "data.eval_split")
+               "evals", "data.path", "data.threads", "data.cache", "data.eval_split")
 
 
 def path(workdir: str) -> str:

@@ -3,12 +3,15 @@
 Sections, in order: run setup (mesh, lengths, method, optimizer, checkpoints),
 input (started early), state shapes via `jax.eval_shape`, shardings, init born
 sharded or restored from the workdir, one donated jitted step, the loop (metrics,
-NaN guard, checkpoints), then evaluation (k-NN) and embedding export.
+NaN guard, checkpoints, the evaluators of `config.evals` at their steps), then
+every evaluator once more and the eval split's embeddings. A run starting fresh
+may take another run's weights (`config.init`) before its first step.
 Methods plug in through `sslx.methods.base.Method`; nothing here names one.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import logging
@@ -22,14 +25,14 @@ import ml_collections
 import numpy as np
 import optax
 
-from sslx import config_checks, fs, methods, optim, saved_config, sharding
+from sslx import checkpoint, config_checks, evaluators, fs, methods, optim, saved_config, sharding
 from sslx.checkpoint import Checkpointer, checkpoint_directory, describe
-from sslx.data import pipeline, sources
+from sslx.data import pipeline
 from sslx.data.spec import InputSpec, input_spec
-from sslx.errors import CheckpointError, DataError
-from sslx.evaluators.embed import embed_split
+from sslx.errors import CheckpointError, ConfigError
+from sslx.evaluators import Evaluator
+from sslx.evaluators import embed as embedding
 from sslx.evaluators.export import write_embeddings
-from sslx.evaluators.knn import knn_accuracy
 from sslx.methods.base import Method, TrainLength
 from sslx.metrics import MetricWriter, Progress, Throughput
 
@@ -76,6 +79,21 @@ class Run:
 
     def restore_state(self) -> TrainState:
         return self.checkpointer.restore(self.abstract_state, describe(self.config))
+
+    def initial_state(self, source: InitSource | None = None) -> TrainState:
+        """The state a run starting fresh begins from: `init_state()`, then, where
+        `config.init.checkpoint` names another run, that run's weights that fit
+        (`source`, by default `open_init_source(self)`)."""
+        source = source or open_init_source(self)
+        if source is None:
+            return self.init_state()
+        try:
+            state = self.init_state()
+            values = source.saved.read([leaf.path for leaf in source.plan.taken.values()])
+        finally:
+            source.saved.close()
+        values = {path: values[leaf.path] for path, leaf in source.plan.taken.items()}
+        return checkpoint.overlay(state, self.abstract_state, values)
 
     def _init(self) -> TrainState:
         return _fresh_state(self.config, self.spec, self.method, self.optimizer)
@@ -157,10 +175,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Trains (resuming from `workdir` when it holds a checkpoint), then evaluates
     and exports embeddings. Returns the final figures and the written paths."""
     run = prepare(config, workdir)
-    if config.eval.knn:
-        check_split(config, config.data.eval_split, "config.data.eval_split")
-    saved_config.save(config, workdir, write=jax.process_index() == 0)
+    evals = build_evaluators(run)
     start_step = run.checkpointer.latest_step() or 0
+    init_source = None if start_step else open_init_source(run)
+    saved_config.save(config, workdir, write=jax.process_index() == 0)
     total_steps = run.length.total_steps
     batches = pipeline.train_iterator(config, run.spec, inputs=run.method.inputs,
                                       start_step=start_step)
@@ -168,7 +186,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         log.info("resuming from step %d in %s", start_step, run.checkpointer.directory)
         state = run.restore_state()
     else:
-        state = run.init_state()
+        state = run.initial_state(init_source)
     train_step = make_train_step(run)
     description = describe(config)
     writer = MetricWriter(workdir)
@@ -187,13 +205,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 _check_finite(values, step)
                 progress.log(step, writer.write(step, {**values, **throughput.measure(step)}))
             run.checkpointer.save(step, state, description, force=step == total_steps)
+            due = {name: e for name, e in evals.items() if step < total_steps and e.due(step)}
+            if due:
+                _evaluate(due, state, step, writer)
+                throughput.start(step)  # images/s leaves the evaluation out
     finally:  # also when interrupted: saves in flight complete, logs are flushed
         run.checkpointer.wait()
         progress.close()
         writer.close()
     results: dict[str, Any] = {"step": int(state.step)}
-    if config.eval.knn:
-        results.update(_evaluate_and_export(run, state))
+    results.update(_evaluate_at_end(run, evals, state))
     run.checkpointer.close()
     return results
 
@@ -207,8 +228,8 @@ def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[
         raise CheckpointError(f"no checkpoint in {run.checkpointer.directory}; train first with "
                               "the same --config and --workdir")
     state = run.restore_state()
-    features, labels = embed_split(run.method, state.params, state.method_state, config, split,
-                                   run.mesh)
+    features, labels = embedding.embed_split(run.method, state.params, state.method_state,
+                                             config, split, run.mesh)
     paths = _write(run, split, features, labels, int(state.step))
     run.checkpointer.close()
     return {"step": int(state.step), "embeddings": paths}
@@ -216,45 +237,119 @@ def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[
 
 def check_split(config: ml_collections.ConfigDict, split: str, where: str) -> None:
     """`DataError` naming `split` and how to choose another, before anything compiles."""
+    embedding.check_split(config, split, where, "--config.eval.export_at_end=False"
+                          if where.startswith("config") else "")
+
+
+# Initialisation from another run's weights (config.init).
+
+
+@dataclasses.dataclass
+class InitSource:
+    """The checkpoint `config.init.checkpoint` names, opened, and which of its
+    leaves fill this run's state."""
+
+    saved: checkpoint.SavedRun
+    plan: checkpoint.InitPlan
+
+
+def open_init_source(run: Run) -> InitSource | None:
+    """`config.init.checkpoint`, checked against this run's state shapes (no array is
+    read, nothing compiles); None where it is ''. `CheckpointError` naming the path
+    when it holds no checkpoint or nothing of it fits this run."""
+    init = run.config.init
+    if not init.checkpoint:
+        return None
+    saved = checkpoint.SavedRun(init.checkpoint)
     try:
-        sources.num_examples(config.data, split)
-    except DataError as error:
-        raise DataError(f"{error} (set {where} to one of them"
-                        f"{' or --config.eval.knn=False' if where.startswith('config') else ''})"
-                        ) from None
+        backbone = _saved_backbone(run, saved) if init.parts == "backbone" else None
+        plan = checkpoint.plan_init(run.abstract_state, saved.leaves, init.parts, backbone)
+        where = f"{saved.directory} step {saved.step}"
+        if not plan.taken:
+            raise CheckpointError(
+                f"config.init.checkpoint={init.checkpoint!r} ({where}) shares no "
+                f"{'backbone ' if init.parts == 'backbone' else ''}weights with this run: "
+                f"{'; '.join(plan.not_taken[:3]) or 'nothing to compare'}; start from a run "
+                "of the same backbone (config.model)")
+    except BaseException:
+        saved.close()
+        raise
+    log.info("init from %s (parts=%s): %d of %d leaves taken%s", where, init.parts,
+             len(plan.taken), plan.considered,
+             f"; not taken: {', '.join(plan.not_taken)}" if plan.not_taken else "")
+    return InitSource(saved, plan)
 
 
-def _evaluate_and_export(run: Run, state: TrainState) -> dict[str, Any]:
-    """k-NN of the eval split against the train split, where both are labelled,
-    and the eval split's embeddings."""
-    config = run.config
-    queries, query_labels = embed_split(run.method, state.params, state.method_state, config,
-                                        config.data.eval_split, run.mesh)
-    results: dict[str, Any] = {}
-    unlabelled = _unlabelled(config.data.eval_split, query_labels)
-    if not unlabelled:
-        bank, bank_labels = embed_split(run.method, state.params, state.method_state, config,
-                                        config.data.train_split, run.mesh)
-        unlabelled = _unlabelled(config.data.train_split, bank_labels)
-    if unlabelled:
-        log.info("k-NN skipped: %s", unlabelled)
-    else:
-        accuracy = knn_accuracy(bank, bank_labels, queries, query_labels,
-                                ks=tuple(config.eval.knn_k),
-                                temperature=config.eval.knn_temperature)
-        results = {f"knn_top1_k{k}": value for k, value in accuracy.items()}
-        writer = MetricWriter(run.workdir)
-        writer.write(int(state.step), results)
-        writer.close()
-    results["embeddings"] = _write(run, config.data.eval_split, queries, query_labels,
-                                   int(state.step))
+def _saved_backbone(run: Run, saved: checkpoint.SavedRun) -> dict[str, Any]:
+    """`{'params', 'batch_stats'}` (of `checkpoint.Leaf`s) of the backbone the saved
+    run embeds with, as its method's `backbone_variables` names it."""
+    name = saved.description.get("method", {}).get("name", "")
+    other = copy.deepcopy(run.config)
+    try:
+        other.method = methods.default_config(name)
+        method = methods.build(other, run.length)
+        leaves = _Subtrees(saved.leaves)  # a part the saved state lacks reads as empty
+        return _plain(method.backbone_variables(leaves["params"], leaves["method_state"]))
+    except (ConfigError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"config.init.checkpoint={run.config.init.checkpoint!r}: no backbone found in "
+            f"its checkpoint (method {name!r}: {error}); use config.init.parts=all") from error
+
+
+class _Subtrees(dict):
+    """A nested dict in which a missing key is an empty subtree."""
+
+    def __init__(self, tree: dict):
+        super().__init__({k: _Subtrees(v) if isinstance(v, dict) else v for k, v in tree.items()})
+
+    def __missing__(self, key: str) -> _Subtrees:
+        return _Subtrees({})
+
+
+def _plain(tree: Any) -> Any:
+    return {k: _plain(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+
+
+# Evaluation: the evaluators of config.evals, and the eval split's embeddings.
+
+
+def build_evaluators(run: Run) -> dict[str, Evaluator]:
+    """The enabled evaluators of `config.evals`, and a check that the split the end
+    of training exports exists; compiles nothing."""
+    if run.config.eval.export_at_end:
+        check_split(run.config, run.config.data.eval_split, "config.data.eval_split")
+    return evaluators.build_all(run)
+
+
+def _evaluate(evals: dict[str, Evaluator], state: TrainState, step: int,
+              writer: MetricWriter) -> dict[str, float]:
+    """Runs `evals` on `state`; their metrics, as `<name>_<metric>`, are logged and
+    written with the training metrics of `step`."""
+    results: dict[str, float] = {}
+    for name, evaluator in evals.items():
+        values = {f"{name}_{metric}": value
+                  for metric, value in evaluator.evaluate(state).items()}
+        if values:
+            results.update(writer.write(step, values))
+            log.info("step %d: %s", step, " ".join(f"{k}={v:.4f}" for k, v in values.items()))
     return results
 
 
-def _unlabelled(split: str, labels: np.ndarray) -> str:
-    """Why k-NN cannot use `split`, or '' when every example has a label."""
-    missing = int((labels < 0).sum())
-    return f"split {split!r} has {missing} unlabelled images" if missing else ""
+def _evaluate_at_end(run: Run, evals: dict[str, Evaluator],
+                     state: TrainState) -> dict[str, Any]:
+    """Every evaluator once more, then the eval split's embeddings
+    (`config.eval.export_at_end`)."""
+    config, step = run.config, int(state.step)
+    writer = MetricWriter(run.workdir)
+    try:
+        results: dict[str, Any] = _evaluate(evals, state, step, writer)
+    finally:
+        writer.close()
+    if config.eval.export_at_end:
+        features, labels = embedding.embed_split(run.method, state.params, state.method_state,
+                                                 config, config.data.eval_split, run.mesh)
+        results["embeddings"] = _write(run, config.data.eval_split, features, labels, step)
+    return results
 
 
 def _write(run: Run, split: str, features: np.ndarray, labels: np.ndarray,

@@ -81,11 +81,11 @@ def test_resolved_config_is_saved_and_read_back(trained):
 
 def test_rerun_may_change_evaluation_but_not_the_recipe(trained, caplog):
     config, workdir, *_ = trained
-    changed = saved_config.from_dict({**config.to_dict(), "eval": {
-        **config.eval.to_dict(), "knn_k": (3,)}})
+    changed = saved_config.from_dict({**config.to_dict(), "evals": {
+        "knn": {**config.evals.knn.to_dict(), "ks": (3,)}}})
     with caplog.at_level("INFO", logger="sslx"):
         saved_config.save(changed, workdir, write=False)
-    assert "config.eval.knn_k changed" in caplog.text
+    assert "config.evals.knn.ks changed" in caplog.text
     other = saved_config.from_dict({**config.to_dict(), "optim": {
         **config.optim.to_dict(), "base_lr": 0.5}})
     with pytest.raises(CheckpointError, match=r"config\.optim\.base_lr=.*this run: 0\.5"):

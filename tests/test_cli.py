@@ -32,7 +32,7 @@ def test_cli_trains_and_prints_knn(tmp_path):
     result = _cli("--config=configs/simclr_fmnist.py", f"--workdir={workdir}",
                   "--config.data.source=arrays", f"--config.data.path={npz}",
                   "--config.train.steps=2", "--config.train.batch_size=32",
-                  "--config.model.width=8", "--config.eval.knn_k=(5,)",
+                  "--config.model.width=8", "--config.evals.knn.ks=(5,)",
                   "--config.optim.warmup_epochs=0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "k-NN top-1: " in result.stdout
@@ -68,8 +68,9 @@ def test_missing_data_dir_is_named(tmp_path):
 def test_checkpoint_of_another_model_is_refused(tmp_path):
     npz = small_fmnist_npz(str(tmp_path / "small.npz"))
     workdir = str(tmp_path / "run")
-    train.train_and_evaluate(tiny_config(npz=npz, **{"eval.knn": False}), workdir)
-    wider = tiny_config(npz=npz, **{"eval.knn": False, "model.width": 16})
+    quiet = {"evals.knn.enabled": False, "eval.export_at_end": False}
+    train.train_and_evaluate(tiny_config(npz=npz, **quiet), workdir)
+    wider = tiny_config(npz=npz, **{**quiet, "model.width": 16})
     with pytest.raises(CheckpointError, match=r"config\.model\.width=8"):
         train.train_and_evaluate(wider, workdir)
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
@@ -93,9 +94,9 @@ def test_per_crop_tuples_on_the_command_line_reach_the_pipeline():
 def test_workdir_without_config_uses_its_saved_config(tmp_path):
     config = tiny_config()
     saved_config.save(config, str(tmp_path))
-    printed = _printed_config(f"--workdir={tmp_path}", "--config.eval.knn_k=(3,)")
-    assert printed.eval.knn_k == (3,)
-    printed.eval.knn_k = config.eval.knn_k
+    printed = _printed_config(f"--workdir={tmp_path}", "--config.evals.knn.ks=(3,)")
+    assert printed.evals.knn.ks == (3,)
+    printed.evals.knn.ks = config.evals.knn.ks
     assert printed.to_dict() == config.to_dict()
 
 

@@ -1,5 +1,6 @@
 """Weighted k-NN accuracy against a brute-force numpy loop written from the protocol:
-cosine similarity, the k most similar bank rows, each voting exp(sim / T) for its label."""
+cosine similarity, the k most similar bank rows, each voting exp(sim / T) for its label.
+The bank is streamed in chunks; the chunk size does not change a prediction."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from sslx.errors import DataError
-from sslx.evaluators.knn import knn_accuracy
+from sslx.evaluators.knn import knn_accuracy, knn_predictions
 
 NUM_CLASSES = 5
 
@@ -25,17 +26,22 @@ def _data(bank_size: int, query_size: int, seed: int = 0, dim: int = 12):
     return (*split(bank_size), *split(query_size))
 
 
-def _brute_force(bank, bank_labels, queries, query_labels, k, temperature) -> float:
+def _brute_force_predictions(bank, bank_labels, queries, k, temperature) -> np.ndarray:
     bank = bank.astype(np.float64)
     bank /= np.linalg.norm(bank, axis=1, keepdims=True)
-    correct = 0
-    for query, label in zip(queries.astype(np.float64), query_labels, strict=True):
+    predictions = []
+    for query in queries.astype(np.float64):
         similarity = bank @ (query / np.linalg.norm(query))
         votes = np.zeros(NUM_CLASSES)
         for i in np.argsort(-similarity)[:k]:
             votes[bank_labels[i]] += np.exp(similarity[i] / temperature)
-        correct += int(np.argmax(votes) == label)
-    return correct / len(queries)
+        predictions.append(np.argmax(votes))
+    return np.array(predictions)
+
+
+def _brute_force(bank, bank_labels, queries, query_labels, k, temperature) -> float:
+    predictions = _brute_force_predictions(bank, bank_labels, queries, k, temperature)
+    return float(np.mean(predictions == query_labels))
 
 
 @pytest.mark.parametrize("temperature", [0.07, 0.5])
@@ -59,6 +65,18 @@ def test_query_batches_give_the_same_accuracy():
     whole = knn_accuracy(*data, ks=(3, 10), temperature=0.07, batch_size=1024)
     batched = knn_accuracy(*data, ks=(3, 10), temperature=0.07, batch_size=7)
     assert batched == whole == {k: _brute_force(*data, k, 0.07) for k in (3, 10)}
+
+
+def test_streamed_bank_chunks_give_the_same_predictions():
+    """Bank chunks of 1 and 3 rows (fewer than k), 7 and 64 (not dividing the 80 rows),
+    the whole bank and more: every prediction is the brute-force one."""
+    bank, bank_labels, queries, _ = _data(bank_size=80, query_size=50, seed=5)
+    ks = (5, 20)
+    want = np.stack([_brute_force_predictions(bank, bank_labels, queries, k, 0.07) for k in ks])
+    for chunk in (1, 3, 7, 64, 80, 500):
+        got = knn_predictions(bank, bank_labels, queries, ks=ks, temperature=0.07, batch_size=16,
+                              bank_batch_size=chunk)
+        np.testing.assert_array_equal(got, want, err_msg=f"bank chunks of {chunk}")
 
 
 def test_a_query_in_the_bank_is_its_own_nearest_neighbour():

@@ -18,6 +18,7 @@ from helpers import (
 from sslx import train
 
 SIMCLR = "configs/simclr_resnet50.py"
+QUIET = {"evals.knn.enabled": False, "eval.export_at_end": False}
 
 
 def test_simclr_step_on_8_devices_equals_1_device(npz, tmp_path):
@@ -39,7 +40,7 @@ def test_train_resumes_and_exports(npz, tmp_path, capsys):
 
 def test_finished_run_is_not_retrained(npz, tmp_path):
     workdir = str(tmp_path / "run")
-    config = end_to_end_config(SIMCLR, npz, **{"eval.knn": False})
+    config = end_to_end_config(SIMCLR, npz, **QUIET)
     train.train_and_evaluate(config, workdir)
     again = train.train_and_evaluate(config, workdir)
     assert again["step"] == 3
@@ -47,7 +48,7 @@ def test_finished_run_is_not_retrained(npz, tmp_path):
 
 
 def test_resume_equals_uninterrupted(npz, tmp_path):
-    config = end_to_end_config(SIMCLR, npz, **{"eval.knn": False})
+    config = end_to_end_config(SIMCLR, npz, **QUIET)
     train.train_and_evaluate(config, str(tmp_path / "straight"))
 
     with preempted_after(2), pytest.raises(KeyboardInterrupt):
