@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
 import os
 import re
 import sys
+from typing import Any
 from unittest import mock
 
 import jax
 import numpy as np
+import optax
 import pytest
 from absl import flags
 
@@ -25,17 +28,30 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_fmnist_npz(path: str, train_size: int = 256, test_size: int = 128) -> str:
-    """A few Fashion-MNIST images as an `arrays` source (.npz), for fast end-to-end runs."""
+    """The first Fashion-MNIST images of each split as an `arrays` source (.npz), for
+    fast end-to-end runs. Reads only those records of the IDX files, nothing more."""
     cfg = config_defaults.base_config()
     cfg.data.path = FASHION_MNIST_IDX_DIR
     arrays = {}
     for split, count in (("train", train_size), ("test", test_size)):
-        source = sources.load_split(cfg.data, split, process_index=0, process_count=1)
-        examples = list(source.dataset.take(count).as_numpy_iterator())
-        arrays[f"{split}_images"] = np.stack([e["image"][..., 0] for e in examples])
-        arrays[f"{split}_labels"] = np.array([e["label"] for e in examples], np.int32)
+        images_path, labels_path = sources._idx_paths(cfg.data, split)
+        arrays[f"{split}_images"] = _idx_head(images_path, count)
+        arrays[f"{split}_labels"] = _idx_head(labels_path, count).astype(np.int32)
     np.savez(path, **arrays)
     return path
+
+
+def _idx_head(path: str, count: int) -> np.ndarray:
+    """The first `count` records of an IDX file (gzipped or not)."""
+    with sources._open_idx(path) as f:
+        prefix = f.read(4)
+        rank = prefix[3] if len(prefix) == 4 else 0
+        dims = sources._idx_header(path, prefix + f.read(4 * rank))
+        record = int(np.prod(dims[1:]))
+        data = f.read(count * record)
+    if len(data) != count * record:
+        raise ValueError(f"{path} holds fewer than {count} records")
+    return np.frombuffer(data, np.uint8).reshape(count, *dims[1:])
 
 
 def load_config(relative_path: str, arg: str | None = None):
@@ -69,7 +85,7 @@ def tiny_overrides(runlocal_config, npz: str | None = None) -> dict:
     overrides.update({
         "model.width": 8, "model.depth": 2, "train.batch_size": 16, "train.steps": 2,
         "train.log_every": 1, "optim.warmup_epochs": 0.0, "checkpoint.every_steps": 1,
-        "eval.batch_size": 64, "eval.knn_k": (5,)})
+        "eval.batch_size": 64, "evals.knn.ks": (5,)})
     if npz:
         overrides.update({"data.source": "arrays", "data.path": npz})
     return overrides
@@ -116,26 +132,130 @@ def synthetic_batch(config, seed: int = 0) -> dict:
                                                      inputs=inputs))
 
 
-def run_steps(config, workdir: str, devices, steps: int = 2):
-    """Losses and final (params, method state) of `steps` train steps on one batch."""
+NUM_DEVICES = 8  # tests/conftest.py starts jax with this many CPU devices
+
+
+@dataclasses.dataclass
+class StepsResult:
+    """What `reference_steps` / `trainer_steps` record of a few steps from the initial state."""
+
+    init: Any  # TrainState before the first step (host numpy arrays)
+    final: Any  # TrainState after the last step
+    metrics: list[dict]  # per step
+    grads: Any  # gradient of the loss at the initial state (first step's batch)
+
+
+def reference_steps(config, workdir: str, devices, steps: int = 2) -> StepsResult:
+    """`steps` steps on one batch, written here from the `Method` contract (loss and
+    gradient, optimizer update, `after_update`) rather than with `train.make_train_step`,
+    so a mistake in the trainer's step does not also shape the reference."""
     run = train.prepare(config, workdir, mesh=sharding.make_mesh(devices))
+    method, optimizer = run.method, run.optimizer
+
+    @jax.jit
+    def step(state, batch):
+        rng = jax.random.fold_in(state.rng, state.step)
+        (loss, (method_state, metrics)), grads = jax.value_and_grad(method.loss, has_aux=True)(
+            state.params, state.method_state, batch, rng, state.step)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        method_state = method.after_update(params, method_state, state.step)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                                  method_state=method_state)
+        return new_state, {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}, grads
+
     state = run.init_state()
-    step = train.make_train_step(run)
-    batch = synthetic_batch(config)
-    losses = []
+    batch = sharding.global_batch(synthetic_batch(config), run.mesh)
+    init, metrics, first_grads = jax.device_get(state), [], None
     for _ in range(steps):
-        state, metrics = step(state, sharding.global_batch(batch, run.mesh))
-        losses.append(float(metrics["loss"]))
-    return losses, jax.device_get((state.params, state.method_state))
+        state, step_metrics, grads = step(state, batch)
+        metrics.append(jax.device_get(step_metrics))
+        first_grads = jax.device_get(grads) if first_grads is None else first_grads
+    return StepsResult(init, jax.device_get(state), metrics, first_grads)
 
 
-def assert_sharded_step_matches(config, tmp_path) -> None:
-    """Two steps on 8 devices give the losses and state of the same steps on 1 device."""
-    losses_1, state_1 = run_steps(config, str(tmp_path / "one"), jax.devices()[:1])
-    losses_8, state_8 = run_steps(config, str(tmp_path / "eight"), jax.devices()[:8])
-    np.testing.assert_allclose(losses_8, losses_1, rtol=1e-4, atol=1e-6)
-    for a, b in zip(jax.tree.leaves(state_8), jax.tree.leaves(state_1), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+def trainer_steps(config, workdir: str, devices, steps: int = 2) -> StepsResult:
+    """`steps` steps of the trainer's own jitted step (`train.make_train_step`) on one
+    batch, and the gradient of `method.loss` at the initial state on the same mesh."""
+    run = train.prepare(config, workdir, mesh=sharding.make_mesh(devices))
+    method = run.method
+    state = run.init_state()
+    init = jax.device_get(state)
+    batch = sharding.global_batch(synthetic_batch(config), run.mesh)
+    rng = jax.random.fold_in(state.rng, state.step)
+    grad_fn = jax.jit(jax.grad(lambda p, s, b, r, t: method.loss(p, s, b, r, t)[0]))
+    grads = jax.device_get(grad_fn(state.params, state.method_state, batch, rng, state.step))
+    step, metrics = train.make_train_step(run), []
+    for _ in range(steps):
+        state, step_metrics = step(state, batch)
+        metrics.append(jax.device_get(step_metrics))
+    return StepsResult(init, jax.device_get(state), metrics, grads)
+
+
+def assert_tree_close(got, want, what: str, rtol: float) -> None:
+    """Leaf by leaf, ||got - want|| <= rtol * (||want|| + 1e-2 * the largest leaf norm);
+    integer leaves exactly equal. The floor is for leaves that are rounding noise, whose
+    value depends on the order of a sum: the gradient of a bias that BatchNorm removes or
+    of an attention key bias (softmax ignores it), and Adam's lr * sign of that noise."""
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(want)]
+    got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
+    assert len(got_leaves) == len(want_leaves), what
+    norms = [float(np.linalg.norm(np.asarray(w).astype(np.float64))) for w in want_leaves]
+    floor = 1e-2 * rtol * max(norms, default=0.0)
+    for path, g, w, norm in zip(paths, got_leaves, want_leaves, norms, strict=True):
+        g, w = np.asarray(g), np.asarray(w)
+        assert g.shape == w.shape, f"{what}{path}: shape {g.shape} != {w.shape}"
+        if not np.issubdtype(w.dtype, np.inexact):
+            np.testing.assert_array_equal(g, w, err_msg=f"{what}{path}")
+            continue
+        error = float(np.linalg.norm(g.astype(np.float64) - w))
+        assert error <= rtol * norm + floor, (
+            f"{what}{path}: |got - want| = {error:.3g}, |want| = {norm:.3g}")
+
+
+def _delta(after, before):
+    """after - before for float leaves (what the steps changed), the values otherwise."""
+
+    def change(a, b):
+        a = np.asarray(a)
+        return a.astype(np.float64) - b if np.issubdtype(a.dtype, np.inexact) else a
+
+    return jax.tree.map(change, after, before)
+
+
+def assert_sharded_step_matches(config, tmp_path) -> StepsResult:
+    """Two steps of the trainer on 8 devices against a reference on 1 device: the
+    same losses and metrics, the same gradient (at the initial state and in the
+    trainer's `grad_norm`), the same updates (params after minus params before) and
+    the same changes to optimizer and method state.
+
+    Compared where a bug would show: a LARS step moves a weight by ~1e-5 of its
+    size and Adam's first step is lr * sign(g), so the params themselves hide a wrong
+    gradient scale. Gradients are compared at 1e-3 of their norm and the changes at
+    1e-2 (1 and 8 devices differ by < 2e-4 in every method), which a factor-of-2
+    error fails by far. Returns the 1-device result.
+
+    The trainer's 8-device step is the very program `assert_trains_and_resumes` runs
+    on an `end_to_end_config`, so the two tests share its compile."""
+    devices = jax.devices()
+    assert len(devices) == NUM_DEVICES and jax.default_backend() == "cpu", (
+        f"the tests need {NUM_DEVICES} CPU devices (tests/conftest.py), jax has {devices}")
+    one = reference_steps(config, str(tmp_path / "one"), devices[:1])
+    eight = trainer_steps(config, str(tmp_path / "eight"), devices)
+    assert_tree_close(eight.init, one.init, "initial state", rtol=1e-6)
+    assert_tree_close(eight.grads, one.grads, "gradient", rtol=1e-3)
+    for step, (got, want) in enumerate(zip(eight.metrics, one.metrics, strict=True)):
+        np.testing.assert_allclose(got["loss"], want["loss"], rtol=1e-4, atol=1e-6,
+                                   err_msg=f"loss of step {step + 1}")
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-3, atol=1e-6,
+                                       err_msg=f"{name} of step {step + 1}")
+    assert int(eight.final.step) == int(one.final.step) == len(one.metrics)
+    for part in ("params", "opt_state", "method_state"):
+        assert_tree_close(_delta(getattr(eight.final, part), getattr(eight.init, part)),
+                          _delta(getattr(one.final, part), getattr(one.init, part)),
+                          f"change of {part}", rtol=1e-2)
+    return one
 
 
 def logged_steps(workdir: str) -> list[int]:

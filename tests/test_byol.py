@@ -78,6 +78,51 @@ def check_target_is_copy_then_ema(path: str, base_momentum: float) -> None:
             np.testing.assert_array_equal(a, b)
 
 
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x).astype(np.float64)
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def byol_pair_loss(p: np.ndarray, z: np.ndarray) -> float:
+    """Grill et al. eq. 2: mean over the batch of 2 - 2 cos(p, z)."""
+    return float(np.mean(2 - 2 * np.sum(unit_rows(p) * unit_rows(z), axis=-1)))
+
+
+def train_mode_outputs(module, variables, views) -> list[dict]:
+    """The module on each view in its own train-mode call (its own BatchNorm batch)."""
+    return [jax.device_get(module.apply(variables, view, train=True, mutable=["batch_stats"])[0])
+            for view in views]
+
+
+def check_loss_pairs_predictions_with_target_projections_of_the_other_view(
+        path: str, pair_loss) -> None:
+    """loss = pair_loss(q(v1), z'(v2)) + pair_loss(q(v2), z'(v1)): q the online network's
+    predictions, z' the target network's projections, each network applied here view by
+    view. The target is moved away from the online weights first, so a loss that used
+    the online projections, or the same view's, would differ."""
+    method, batch, params, state = tiny_method(path)
+    leaves, tree = jax.tree.flatten(state["target"]["params"])
+    keys = jax.random.split(jax.random.key(3), len(leaves))
+    target_params = tree.unflatten([
+        x + 0.5 * jnp.std(x) * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys,
+                                                                            strict=True)])
+    target = {**state["target"], "params": target_params}
+    state = {**state, "target": target}
+    loss, _ = method.loss(params, state, batch, jax.random.key(1), jnp.asarray(0))
+
+    online = train_mode_outputs(method.network(), {"params": params,
+                                                 "batch_stats": state["batch_stats"]},
+                                batch["views"])
+    targets = train_mode_outputs(method.teacher_network(), target, batch["views"])
+    q = [out["prediction"] for out in online]
+    z = [out["projection"] for out in targets]
+    np.testing.assert_allclose(loss, pair_loss(q[0], z[1]) + pair_loss(q[1], z[0]), rtol=1e-5)
+    # The check can tell the target from the online network and one view from the other.
+    z_online = [out["projection"] for out in online]
+    assert abs(pair_loss(q[0], z_online[1]) - pair_loss(q[0], z[1])) > 1e-3
+    assert abs(pair_loss(q[0], z[0]) - pair_loss(q[0], z[1])) > 1e-3
+
+
 def check_recipes_build(paths: list[str]) -> None:
     """Each recipe and its `:runlocal` pass the method's config checks and build
     their networks (shapes only: nothing compiles)."""
@@ -102,6 +147,11 @@ def test_recipes_build():
 
 def test_target_gets_no_gradient():
     check_target_gets_no_gradient(RECIPE)
+
+
+def test_loss_pairs_predictions_with_target_projections_of_the_other_view():
+    check_loss_pairs_predictions_with_target_projections_of_the_other_view(RECIPE,
+                                                                           byol_pair_loss)
 
 
 def test_target_is_copy_then_ema():

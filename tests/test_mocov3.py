@@ -11,12 +11,15 @@ from helpers import (
     end_to_end_config,
     load_config,
 )
+from scipy.special import logsumexp
 from test_byol import (
+    check_loss_pairs_predictions_with_target_projections_of_the_other_view,
     check_recipes_build,
     check_target_gets_no_gradient,
     check_target_is_copy_then_ema,
     momentum_at,
     tiny_method,
+    unit_rows,
 )
 
 RESNET = "configs/mocov3_resnet50.py"
@@ -31,6 +34,20 @@ def test_recipes_build():
 @pytest.mark.parametrize("path", [RESNET, VIT])
 def test_key_encoder_gets_no_gradient(path):
     check_target_gets_no_gradient(path)
+
+
+def moco_pair_loss(q: np.ndarray, k: np.ndarray, temperature: float) -> float:
+    """Alg. 1: cross-entropy of the cosine logits q_i . k_j / tau with the positive on the
+    diagonal, times 2 tau (the official code's scaling)."""
+    logits = unit_rows(q) @ unit_rows(k).T / temperature
+    ce = np.mean(logsumexp(logits, axis=1) - np.diag(logits))
+    return float(2 * temperature * ce)
+
+
+def test_loss_pairs_queries_with_keys_of_the_other_view():
+    temperature = load_config(RESNET).method.temperature
+    check_loss_pairs_predictions_with_target_projections_of_the_other_view(
+        RESNET, lambda q, k: moco_pair_loss(q, k, temperature))
 
 
 def test_key_encoder_is_copy_then_ema():
