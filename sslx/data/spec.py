@@ -24,13 +24,15 @@ class InputSpec:
     crops a multi-crop teacher sees and masked-image methods mask);
     `image_size`: the side of the largest crop, a ViT's native resolution;
     `eval_size`: the side images are embedded at for evaluation and export;
-    `masks`: the mask layout when the config asks for masks, else None."""
+    `masks`: the mask layout when the config asks for masks, else None;
+    `batch_size`: the global batch size (queues must hold at least one batch)."""
 
     crops: tuple[ViewSpec, ...]
     global_count: int
     image_size: int
     eval_size: int
     masks: MaskLayout | None
+    batch_size: int
 
     @property
     def num_views(self) -> int:
@@ -52,4 +54,5 @@ def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
         image_size=size,
         eval_size=size,
         masks=masks,
+        batch_size=config.train.batch_size,
     )

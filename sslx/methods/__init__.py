@@ -94,13 +94,16 @@ def check_fields(method: ml_collections.ConfigDict) -> None:
 
 def build(config: ml_collections.ConfigDict, length: TrainLength,
           spec: InputSpec | None = None) -> Method:
-    """The method `config.method.name`, constructed for this run with its input
-    `spec` (parsed from `config` when not given)."""
+    """The method `config.method.name`, constructed for this run from its own
+    section `config.method`, the backbone's `config.model`, the input `spec`
+    (parsed from `config` when not given) and the compute dtype: a method
+    never reads the rest of the config."""
     from sslx.data.spec import input_spec
 
     cls = _lookup(config.method.name)
     check_fields(config.method)
-    return cls(config, length, spec or input_spec(config))
+    return cls(config.method, model=config.model, spec=spec or input_spec(config),
+               length=length, dtype=config.train.dtype)
 
 
 __all__ = ["Method", "TrainLength", "build", "check_fields", "default_config", "names",

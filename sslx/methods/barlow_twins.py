@@ -30,22 +30,22 @@ class BarlowTwins(TwoViewMethod):
 
     def check_config(self) -> None:
         super().check_config()
-        cfg = self.config.method
+        cfg = self.config
         if not cfg.lambd >= 0:
             raise ConfigError(f"config.method.lambd={cfg.lambd} must be >= 0")
         if not cfg.loss_scale > 0:
             raise ConfigError(f"config.method.loss_scale={cfg.loss_scale} must be > 0")
 
     def heads(self) -> dict[str, nn.Module]:
-        return {"projector": wide_projector(self.config.method, self.dtype)}
+        return {"projector": wide_projector(self.config, self.dtype)}
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
         outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         z_a, z_b = (out["projection"] for out in outputs)
-        loss = losses.barlow_twins(z_a, z_b, self.config.method.lambd)
+        loss = losses.barlow_twins(z_a, z_b, self.config.lambd)
         # Same cross-correlation matrix with λ = 0: XLA computes it once (CSE).
         invariance = losses.barlow_twins(z_a, z_b, 0.0)
         metrics = {"invariance": invariance, "redundancy": loss - invariance,
                    "embedding_std": losses.embedding_std(z_a)}
-        return self.config.method.loss_scale * loss, ({"batch_stats": batch_stats}, metrics)
+        return self.config.loss_scale * loss, ({"batch_stats": batch_stats}, metrics)

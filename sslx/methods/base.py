@@ -60,12 +60,13 @@ class Method(abc.ABC):
 
     inputs: tuple[str, ...] = ("views", "label")
 
-    def __init__(self, config: ml_collections.ConfigDict, length: TrainLength,
-                 spec: InputSpec):
-        self.config = config
-        self.length = length
+    def __init__(self, config: ml_collections.ConfigDict, *, model: ml_collections.ConfigDict,
+                 spec: InputSpec, length: TrainLength, dtype: str = "float32"):
+        self.config = config  # this method's section, `config.method`
+        self.model = model
         self.spec = spec
-        self.dtype = jnp.bfloat16 if config.train.dtype == "bfloat16" else jnp.float32
+        self.length = length
+        self.dtype = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
 
     def check_config(self) -> None:
         """Raise `sslx.config_checks.ConfigError` for settings the method cannot use
@@ -81,7 +82,7 @@ class Method(abc.ABC):
 
     def backbone(self) -> nn.Module:
         """The configured backbone at the run's largest crop size."""
-        return build_backbone(self.config.model, image_size=self.spec.image_size,
+        return build_backbone(self.model, image_size=self.spec.image_size,
                               dtype=self.dtype)
 
     @abc.abstractmethod

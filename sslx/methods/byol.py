@@ -35,7 +35,7 @@ class BYOL(EMATeacherMethod, PredictionMethod):
 
     def heads(self) -> dict[str, nn.Module]:
         """Projector and predictor: Dense-BN-ReLU-Dense (Sec. 3.3), no BN on the output."""
-        cfg = self.config.method
+        cfg = self.config
         return {"projector": heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim,
                                            dtype=self.dtype),
                 "predictor": heads.MLPHead(cfg.predictor_hidden_dim, cfg.projector_dim,

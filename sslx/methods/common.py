@@ -128,7 +128,7 @@ class EMATeacherMethod(Method):
     @property
     def teacher(self) -> EMATarget:
         return EMATarget(parts=self.teacher_parts,
-                         base_momentum=self.config.method[self.momentum_field],
+                         base_momentum=self.config[self.momentum_field],
                          total_steps=self.length.total_steps)
 
     def teacher_network(self) -> nn.Module:

@@ -65,7 +65,7 @@ class DINO(Method):
     mask_token = False  # iBOT's student needs one
 
     def check_config(self) -> None:
-        cfg = self.config.method
+        cfg = self.config
         if self.spec.num_views < 2:
             raise ConfigError(f"{cfg.name} needs at least 2 crops; config.views has "
                               f"{self.spec.num_views}")
@@ -85,25 +85,25 @@ class DINO(Method):
 
     @property
     def target(self) -> EMATarget:
-        return EMATarget(TEACHER_PARTS, self.config.method.momentum_teacher,
+        return EMATarget(TEACHER_PARTS, self.config.momentum_teacher,
                          self.length.total_steps)
 
     def teacher_temp(self, step: jax.Array | int) -> jax.Array:
         """Teacher temperature at `step`: `warmup_teacher_temp` -> `teacher_temp`
         linearly over `warmup_teacher_temp_epochs`, then constant."""
-        cfg = self.config.method
+        cfg = self.config
         warmup = round(cfg.warmup_teacher_temp_epochs * self.length.steps_per_epoch)
         return warmup_constant(cfg.warmup_teacher_temp, cfg.teacher_temp, warmup)(step)
 
     def head(self) -> heads.DINOHead:
-        cfg = self.config.method
+        cfg = self.config
         return heads.DINOHead(
             out_dim=cfg.out_dim, hidden_dim=cfg.hidden_dim, bottleneck_dim=cfg.bottleneck_dim,
             use_bn=cfg.use_bn_in_head, norm_last_layer=cfg.norm_last_layer, dtype=self.dtype)
 
     def backbone(self, teacher: bool = False):
         """The student's backbone, or the teacher's: the same without drop-path."""
-        model = self.config.model
+        model = self.model
         if teacher:
             model = ml_collections.ConfigDict({**model.to_dict(), "drop_path": 0.0})
         return build_backbone(model, image_size=self.spec.image_size, dtype=self.dtype,
@@ -117,7 +117,7 @@ class DINO(Method):
         return params, {
             **state,
             "teacher": self.target.init(params, state["batch_stats"]),
-            "center": jnp.zeros([self.config.method.out_dim], jnp.float32),
+            "center": jnp.zeros([self.config.out_dim], jnp.float32),
         }
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
@@ -130,9 +130,9 @@ class DINO(Method):
         teacher_logits = [out["projection"] for out in teacher]
         temp = self.teacher_temp(step)
         loss = losses.dino_loss(student_logits, teacher_logits, state["center"],
-                                self.config.method.student_temp, temp)
+                                self.config.student_temp, temp)
         center = losses.update_center(state["center"], teacher_logits,
-                                      self.config.method.center_momentum)
+                                      self.config.center_momentum)
         new_state = {"batch_stats": batch_stats, "teacher": teacher_state, "center": center}
         return loss, (new_state, {"teacher_temp": temp})
 

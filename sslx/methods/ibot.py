@@ -71,12 +71,12 @@ class IBOT(DINO):
 
     def check_config(self) -> None:
         super().check_config()
-        cfg = self.config.method
+        cfg = self.config
         if self.spec.masks is None:
             raise ConfigError("iBOT needs masked global crops: set config.masks = "
                               "sslx.data.masks.mask_config(...) in the recipe")
-        if not self.config.model.name.startswith("vit"):
-            raise ConfigError(f"config.model.name={self.config.model.name!r}: iBOT masks patch "
+        if not self.model.name.startswith("vit"):
+            raise ConfigError(f"config.model.name={self.model.name!r}: iBOT masks patch "
                               "tokens and needs a ViT backbone (vit_t, vit_s, vit_b)")
         for field in ("warmup_teacher_patch_temp", "teacher_patch_temp"):
             if not cfg[field] > 0:
@@ -84,7 +84,7 @@ class IBOT(DINO):
 
     def teacher_patch_temp(self, step: jax.Array | int) -> jax.Array:
         """Patch teacher temperature, warmed up over `warmup_teacher_temp_epochs`."""
-        cfg = self.config.method
+        cfg = self.config
         warmup = round(cfg.warmup_teacher_temp_epochs * self.length.steps_per_epoch)
         return warmup_constant(cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp,
                                warmup)(step)
@@ -99,13 +99,13 @@ class IBOT(DINO):
         return params, {
             "batch_stats": batch_stats,
             "teacher": self.target.init(params, batch_stats),
-            "center": jnp.zeros([self.config.method.out_dim], jnp.float32),
-            "patch_center": jnp.zeros([self.config.method.out_dim], jnp.float32),
+            "center": jnp.zeros([self.config.out_dim], jnp.float32),
+            "patch_center": jnp.zeros([self.config.out_dim], jnp.float32),
         }
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
-        cfg = self.config.method
+        cfg = self.config
         n = self.n_global
         views, masks = batch["views"], batch["masks"]
         global_rng, local_rng = jax.random.split(rng)

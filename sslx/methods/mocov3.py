@@ -39,12 +39,12 @@ class MoCoV3(BYOL):
 
     def check_config(self) -> None:
         super().check_config()
-        if not self.config.method.temperature > 0:
-            raise ConfigError(f"config.method.temperature={self.config.method.temperature} "
+        if not self.config.temperature > 0:
+            raise ConfigError(f"config.method.temperature={self.config.temperature} "
                               "must be > 0")
 
     def heads(self) -> dict[str, nn.Module]:
-        cfg = self.config.method
+        cfg = self.config
         return {"projector": heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim,
                                            num_layers=cfg.projector_layers, output_norm=True,
                                            use_bias=False, dtype=self.dtype),
@@ -53,4 +53,4 @@ class MoCoV3(BYOL):
                                            use_bias=False, dtype=self.dtype)}
 
     def pair_loss(self, p: jax.Array, z: jax.Array) -> jax.Array:
-        return losses.moco_v3(p, z, self.config.method.temperature)
+        return losses.moco_v3(p, z, self.config.temperature)

@@ -51,16 +51,16 @@ class NNCLR(TwoViewMethod):
 
     def check_config(self) -> None:
         super().check_config()
-        cfg = self.config.method
+        cfg = self.config
         if not cfg.temperature > 0:
             raise ConfigError(f"config.method.temperature={cfg.temperature} must be > 0")
-        if cfg.queue_size < self.config.train.batch_size:
+        if cfg.queue_size < self.spec.batch_size:
             raise ConfigError(f"config.method.queue_size={cfg.queue_size} must be at least "
-                              f"the global batch size {self.config.train.batch_size}: each step "
+                              f"the global batch size {self.spec.batch_size}: each step "
                               "enqueues the whole batch")
 
     def heads(self) -> dict[str, nn.Module]:
-        cfg = self.config.method
+        cfg = self.config
         return {
             "projector": heads.MLPHead(
                 hidden_dim=cfg.projector_hidden_dim, out_dim=cfg.projector_dim, num_layers=3,
@@ -74,7 +74,7 @@ class NNCLR(TwoViewMethod):
     def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
         net_rng, queue_rng = jax.random.split(rng)
         params, state = super().init(net_rng, batch)
-        shape = (self.config.method.queue_size, self.config.method.projector_dim)
+        shape = (self.config.queue_size, self.config.projector_dim)
         state["queue"] = heads.l2_normalize(jax.random.normal(queue_rng, shape, jnp.float32))
         state["queue_labels"] = jnp.full(shape[:1], -1, jnp.int32)
         state["queue_pointer"] = jnp.zeros((), jnp.int32)
@@ -85,7 +85,7 @@ class NNCLR(TwoViewMethod):
         outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         (z_a, p_a), (z_b, p_b) = ((out["projection"], out["prediction"]) for out in outputs)
         queue, pointer = state["queue"], state["queue_pointer"]
-        loss = losses.nnclr_loss(z_a, z_b, queue, self.config.method.temperature, p_a, p_b)
+        loss = losses.nnclr_loss(z_a, z_b, queue, self.config.temperature, p_a, p_b)
         # The same lookup as inside the loss: XLA computes it once (CSE).
         neighbours = losses.nearest_neighbour_index(z_a, queue)
         same_label = jnp.mean(state["queue_labels"][neighbours] == batch["label"])

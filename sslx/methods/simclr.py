@@ -32,12 +32,12 @@ class SimCLR(TwoViewMethod):
 
     def check_config(self) -> None:
         super().check_config()
-        if not self.config.method.temperature > 0:
-            raise ConfigError(f"config.method.temperature={self.config.method.temperature} "
+        if not self.config.temperature > 0:
+            raise ConfigError(f"config.method.temperature={self.config.temperature} "
                               "must be > 0")
 
     def heads(self) -> dict[str, nn.Module]:
-        cfg = self.config.method
+        cfg = self.config
         return {"projector": heads.MLPHead(
             hidden_dim=cfg.projector_hidden_dim, out_dim=cfg.projector_dim,
             num_layers=cfg.projector_layers, output_norm=True, output_norm_scale=True,
@@ -47,6 +47,6 @@ class SimCLR(TwoViewMethod):
              step: jax.Array) -> LossOutput:
         outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         z_a, z_b = (out["projection"] for out in outputs)
-        loss = losses.nt_xent(z_a, z_b, self.config.method.temperature)
+        loss = losses.nt_xent(z_a, z_b, self.config.temperature)
         metrics = {"embedding_std": losses.embedding_std(z_a)}
         return loss, ({"batch_stats": batch_stats}, metrics)

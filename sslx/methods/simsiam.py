@@ -30,7 +30,7 @@ class SimSiam(PredictionMethod):
     `method.projector_dim`, `method.predictor_hidden_dim` (the 512 bottleneck)."""
 
     def heads(self) -> dict[str, nn.Module]:
-        cfg = self.config.method
+        cfg = self.config
         return {
             # 3 Dense layers, BN on every output, the last BN without affine params.
             "projector": heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim,

@@ -79,7 +79,7 @@ class SwAV(Method):
     first epoch with `config.optim.frozen.prototypes = 1.0`."""
 
     def check_config(self) -> None:
-        cfg = self.config.method
+        cfg = self.config
         crops = self.spec.num_views
         if crops < 2 or not 1 <= cfg.num_assign_crops <= crops:
             raise ConfigError(f"config.method.num_assign_crops={cfg.num_assign_crops} must be "
@@ -96,7 +96,7 @@ class SwAV(Method):
                               f"queue_start_epoch={cfg.queue_start_epoch} must be >= 0")
 
     def network(self) -> SwAVNetwork:
-        cfg = self.config.method
+        cfg = self.config
         return SwAVNetwork(
             backbone=self.backbone(),
             projector=heads.MLPHead(hidden_dim=cfg.projector_hidden_dim,
@@ -106,16 +106,16 @@ class SwAV(Method):
     @property
     def queue_start_step(self) -> int:
         """First step whose projections enter the queue."""
-        return round(self.config.method.queue_start_epoch * self.length.steps_per_epoch)
+        return round(self.config.queue_start_epoch * self.length.steps_per_epoch)
 
     def queue_use_step(self, batch_size: int) -> int:
         """First step that uses the queue: once it is full."""
-        length = self.config.method.queue_length
+        length = self.config.queue_length
         return self.queue_start_step + math.ceil(length / batch_size)
 
     def init(self, rng: jax.Array, batch: Batch) -> tuple[PyTree, PyTree]:
         params, state = super().init(rng, batch)
-        cfg = self.config.method
+        cfg = self.config
         if cfg.queue_length:
             state["queue"] = jnp.zeros(
                 (cfg.num_assign_crops, cfg.queue_length, cfg.projector_dim), jnp.float32)
@@ -123,7 +123,7 @@ class SwAV(Method):
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
-        cfg = self.config.method
+        cfg = self.config
         params = heads.normalize_prototypes(params)
         outputs, batch_stats = forward(self.network(), params, state["batch_stats"],
                                        batch["views"], train=True, rng=rng)

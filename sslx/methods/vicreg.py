@@ -28,19 +28,19 @@ class VICReg(TwoViewMethod):
     def check_config(self) -> None:
         super().check_config()
         for field in ("sim_weight", "var_weight", "cov_weight"):
-            if not self.config.method[field] >= 0:
-                raise ConfigError(f"config.method.{field}={self.config.method[field]} "
+            if not self.config[field] >= 0:
+                raise ConfigError(f"config.method.{field}={self.config[field]} "
                                   "must be >= 0")
 
     def heads(self) -> dict[str, nn.Module]:
-        return {"projector": wide_projector(self.config.method, self.dtype)}
+        return {"projector": wide_projector(self.config, self.dtype)}
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
         outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         z_a, z_b = (out["projection"] for out in outputs)
         terms = losses.vicreg_terms(z_a, z_b)
-        cfg = self.config.method
+        cfg = self.config
         loss = (cfg.sim_weight * terms.invariance + cfg.var_weight * terms.variance
                 + cfg.cov_weight * terms.covariance)
         return loss, ({"batch_stats": batch_stats}, terms._asdict())
