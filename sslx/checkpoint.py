@@ -15,7 +15,9 @@ state (`overlay`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -50,10 +52,32 @@ def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
     }))
 
 
+@functools.cache
+def _save_replicas_whole_on_cpu() -> None:
+    """On the CPU backend device memory is host memory, so orbax's replica-parallel
+    save (each replica writes a slice of a replicated array) gains nothing and
+    costs one dispatched slice per array and replica: with 8 devices, thousands
+    per save. There, replicated arrays are written whole, by their first replica.
+    Once per process; orbax's warning that the default handler is replaced is
+    silenced (this is the intent)."""
+    if jax.default_backend() != "cpu":
+        return
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)
+    try:
+        ocp.type_handlers.register_type_handler(
+            jax.Array, ocp.type_handlers.ArrayHandler(use_replica_parallel=False),
+            override=True)
+    finally:
+        absl_logger.setLevel(level)
+
+
 class Checkpointer:
     """Async orbax saves every `every_steps`, keeping the newest `keep`."""
 
     def __init__(self, directory: str, every_steps: int, keep: int):
+        _save_replicas_whole_on_cpu()
         self.directory = directory
         self._manager = ocp.CheckpointManager(
             self.directory,
@@ -63,6 +87,10 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def due(self, step: int) -> bool:
+        """Whether `save(step, ...)` would save (every `every_steps`)."""
+        return self._manager.should_save(step)
 
     def save(self, step: int, state: Any, description: dict[str, Any], *,
              force: bool = False) -> bool:

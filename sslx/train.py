@@ -200,10 +200,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 throughput.start(step)
                 progress.started(step)
             progress.step(step)
-            if step % config.train.log_every == 0 or step == total_steps:
+            log_due = step % config.train.log_every == 0 or step == total_steps
+            save_due = step == total_steps or run.checkpointer.due(step)
+            if log_due or save_due:  # a non-finite state is never logged as good nor saved
                 values = jax.device_get(metrics)
                 _check_finite(values, step)
-                progress.log(step, writer.write(step, {**values, **throughput.measure(step)}))
+                if log_due:
+                    progress.log(step, writer.write(step, {**values, **throughput.measure(step)}))
             run.checkpointer.save(step, state, description, force=step == total_steps)
             due = {name: e for name, e in evals.items() if step < total_steps and e.due(step)}
             if due:

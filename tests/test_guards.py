@@ -17,9 +17,14 @@ from sslx.errors import DataError
 
 
 def test_huge_learning_rate_stops_at_the_step_that_went_non_finite(npz, tmp_path):
-    config = tiny_config(npz=npz, **{"optim.base_lr": 1e30, "evals.knn.enabled": False})
+    # Step 2 is a checkpoint step but not a log step: it is checked all the same, and
+    # the non-finite state is not saved over the last good one.
+    config = tiny_config(npz=npz, **{"optim.base_lr": 1e30, "evals.knn.enabled": False,
+                                     "train.steps": 3, "train.log_every": 100})
     with pytest.raises(FloatingPointError, match=r"non-finite at step 2\b.*base_lr"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "1").is_dir() and not (checkpoints / "2").exists()
 
 
 def _idx(path, array: np.ndarray, *, dims: tuple[int, ...] | None = None,
