@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import importlib.util
 import json
 import logging
@@ -61,6 +62,16 @@ def load_config(relative_path: str, arg: str | None = None):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config(arg)
+
+
+def method_recipe(name: str) -> str:
+    """The recipe the shared checks run for method `name` (`test_conformance.py`):
+    its first `configs/<name>_*.py` in sorted order, CIFAR-10 and Fashion-MNIST
+    recipes last (their data is never read: `:runlocal` runs on the `npz` arrays)."""
+    paths = sorted(glob.glob(os.path.join(REPO, "configs", f"{name}_*.py")),
+                   key=lambda path: ("cifar10" in path or "fmnist" in path, path))
+    assert paths, f"method {name!r} has no recipe configs/{name}_*.py"
+    return os.path.relpath(paths[0], REPO)
 
 
 def tiny_config(path: str = "configs/simclr_resnet50.py", npz: str | None = None,
@@ -145,10 +156,12 @@ class StepsResult:
     grads: Any  # gradient of the loss at the initial state (first step's batch)
 
 
-def reference_steps(config, workdir: str, devices, steps: int = 2) -> StepsResult:
-    """`steps` steps on one batch, written here from the `Method` contract (loss and
-    gradient, optimizer update, `after_update`) rather than with `train.make_train_step`,
-    so a mistake in the trainer's step does not also shape the reference."""
+def reference_steps(config, workdir: str, devices, steps: int = 2,
+                    batches: list[dict] | None = None) -> StepsResult:
+    """`steps` steps on one synthetic batch (or on `batches`, one per step), written
+    here from the `Method` contract (loss and gradient, optimizer update,
+    `after_update`) rather than with `train.make_train_step`, so a mistake in the
+    trainer's step does not also shape the reference."""
     run = train.prepare(config, workdir, mesh=sharding.make_mesh(devices))
     method, optimizer = run.method, run.optimizer
 
@@ -164,11 +177,11 @@ def reference_steps(config, workdir: str, devices, steps: int = 2) -> StepsResul
                                   method_state=method_state)
         return new_state, {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}, grads
 
+    batches = batches or [synthetic_batch(config)] * steps
     state = run.init_state()
-    batch = sharding.global_batch(synthetic_batch(config), run.mesh)
     init, metrics, first_grads = jax.device_get(state), [], None
-    for _ in range(steps):
-        state, step_metrics, grads = step(state, batch)
+    for batch in batches:
+        state, step_metrics, grads = step(state, sharding.global_batch(batch, run.mesh))
         metrics.append(jax.device_get(step_metrics))
         first_grads = jax.device_get(grads) if first_grads is None else first_grads
     return StepsResult(init, jax.device_get(state), metrics, first_grads)
@@ -276,28 +289,68 @@ def end_to_end_config(path: str, npz: str, **overrides):
 @contextlib.contextmanager
 def preempted_after(steps: int):
     """Training stops with KeyboardInterrupt (as on a preemption signal) when it asks
-    for batch `steps + 1`."""
-    stream = pipeline.train_iterator
+    for batch `steps + 1`. Yields the list of the batches the run was given."""
+    stream, given = pipeline.train_iterator, []
 
     def preempted(*args, **kwargs):
         batches = stream(*args, **kwargs)
         for _ in range(steps):
-            yield next(batches)
+            given.append(next(batches))
+            yield given[-1]
         raise KeyboardInterrupt
 
     with mock.patch.object(pipeline, "train_iterator", preempted):
-        yield
+        yield given
 
 
-def assert_trains_and_resumes(path: str, npz: str, workdir: str, capsys) -> None:
-    """`python -m sslx.main --config=PATH:runlocal` is preempted after step 2 of 3; the
-    same command again resumes from the step-2 checkpoint, finishes and prints k-NN."""
-    steps = {"train.steps": END_TO_END_STEPS}
-    with preempted_after(2), pytest.raises(KeyboardInterrupt):
-        run_cli(path, workdir, npz, **steps)
+def preempt_cli(path: str, npz: str, workdir: str, capsys, **overrides) -> list[dict]:
+    """`python -m sslx.main --config=PATH:runlocal` (8 devices) is preempted after step
+    2 of 3: its checkpoint and metrics of steps 1 and 2 are in `workdir`, no k-NN.
+    Returns the two batches it trained on. `overrides`: more `--config.k=v`."""
+    with preempted_after(2) as batches, pytest.raises(KeyboardInterrupt):
+        run_cli(path, workdir, npz, **{"train.steps": END_TO_END_STEPS, **overrides})
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
     assert logged_steps(workdir) == [1, 2]
     assert "k-NN" not in capsys.readouterr().out
-    run_cli(path, workdir, npz, **steps)
+    return batches
+
+
+def resume_cli(path: str, npz: str, workdir: str, capsys, **overrides) -> None:
+    """The same command again resumes from the step-2 checkpoint, finishes and prints
+    the k-NN line."""
+    run_cli(path, workdir, npz, **{"train.steps": END_TO_END_STEPS, **overrides})
     assert logged_steps(workdir) == [1, 2, 3]
     assert re.search(r"^k-NN top-1: [01]\.\d{4} \(k=5\)$", capsys.readouterr().out, re.M)
+
+
+def assert_trains_and_resumes(path: str, npz: str, workdir: str, capsys) -> None:
+    """`preempt_cli`, then `resume_cli`."""
+    preempt_cli(path, npz, workdir, capsys)
+    resume_cli(path, npz, workdir, capsys)
+
+
+def assert_run_matches_reference(config, workdir: str, batches: list[dict],
+                                 reference_workdir: str) -> None:
+    """The first two steps a `preempt_cli` run took on 8 devices against `reference_steps`
+    on 1 device, on the `batches` it trained on: the same logged losses and
+    metrics (`grad_norm` among them, so a wrong gradient scale shows) and the same
+    changes to params, optimizer and method state in its step-2 checkpoint.
+
+    The cheap form of `assert_sharded_step_matches` for end-to-end runs: the 8-device
+    side is the run itself, so nothing is compiled for it twice."""
+    devices = jax.devices()
+    assert len(devices) == NUM_DEVICES and jax.default_backend() == "cpu", (
+        f"the tests need {NUM_DEVICES} CPU devices (tests/conftest.py), jax has {devices}")
+    one = reference_steps(config, reference_workdir, devices[:1], batches=batches)
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [line for line in map(json.loads, f) if "loss" in line]
+    for step, (got, want) in enumerate(zip(logged, one.metrics, strict=True)):
+        for name, value in want.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-4 if name == "loss" else 1e-3,
+                                       atol=1e-6, err_msg=f"{name} of step {step + 1}")
+    saved = jax.device_get(train.prepare(config, workdir).restore_state())
+    assert int(saved.step) == int(one.final.step) == 2
+    for part in ("params", "opt_state", "method_state"):
+        assert_tree_close(_delta(getattr(saved, part), getattr(one.init, part)),
+                          _delta(getattr(one.final, part), getattr(one.init, part)),
+                          f"change of {part}", rtol=1e-2)

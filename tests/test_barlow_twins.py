@@ -1,5 +1,6 @@
 """Barlow Twins: the recipe's heads, the loss the method computes from its
-projections (and its logged parts), and the shared train-loop checks."""
+projections (and its logged parts); sharded runs and resumption are in
+test_conformance.py."""
 
 from __future__ import annotations
 
@@ -9,9 +10,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from helpers import (
-    assert_sharded_step_matches,
-    assert_trains_and_resumes,
-    end_to_end_config,
     load_config,
     synthetic_batch,
     tiny_config,
@@ -79,11 +77,3 @@ def test_loss_is_barlow_twins_of_each_views_own_batchnorm_projections():
     scaled = {**batch, "views": (batch["views"][0], 3 * batch["views"][0])}
     _, (_, metrics) = loss_fn(params, state, scaled, jax.random.PRNGKey(1), 0)
     assert float(metrics["invariance"]) < 1e-3
-
-
-def test_step_on_8_devices_equals_1_device(npz, tmp_path):
-    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
-
-
-def test_trains_and_resumes(npz, tmp_path, capsys):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

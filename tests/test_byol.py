@@ -1,5 +1,5 @@
 """BYOL: the target gets no gradient, its momentum follows the cosine schedule,
-`after_update` is exactly the EMA, and the recipe trains sharded and resumes.
+`after_update` is exactly the EMA (sharded runs and resumption: test_conformance.py).
 
 The `check_*` functions also serve MoCo v3, which shares BYOL's EMA target."""
 
@@ -11,9 +11,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from helpers import (
-    assert_sharded_step_matches,
-    assert_trains_and_resumes,
-    end_to_end_config,
     load_config,
     synthetic_batch,
     tiny_config,
@@ -174,11 +171,3 @@ def test_loss_logs_momentum_and_updates_target_batch_stats():
         jax.tree.leaves(new_state["target"]["batch_stats"]),
         jax.tree.leaves(state["target"]["batch_stats"]), strict=True)]
     assert any(moved)
-
-
-def test_byol_step_on_8_devices_equals_1_device(npz, tmp_path):
-    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
-
-
-def test_byol_trains_and_resumes(npz, tmp_path, capsys):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

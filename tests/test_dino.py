@@ -1,5 +1,6 @@
 """DINO: loss over pairs of different crops, no gradient into the teacher, the
-center and schedules, the frozen last layer, sharded = unsharded, resume."""
+center and schedules, the frozen last layer (sharded runs and resumption:
+test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import jax
 import numpy as np
 import pytest
 from helpers import (
-    assert_sharded_step_matches,
-    assert_trains_and_resumes,
+    end_to_end_config,
     load_config,
+    method_recipe,
+    reference_steps,
     synthetic_batch,
     tiny_config,
 )
@@ -93,16 +95,13 @@ def test_schedules():
     np.testing.assert_allclose(momenta, [0.996, 0.998, 1.0], rtol=1e-7)
 
 
-def test_step_on_8_devices_equals_1_device_and_last_layer_is_frozen(tmp_path):
-    config = tiny_config(RECIPE, **{"optim.frozen.last_layer": 1.0})
-    result = assert_sharded_step_matches(config, tmp_path)
-    # The first epoch leaves the last layer alone and trains the rest of the head.
+def test_first_epoch_trains_the_head_but_not_its_last_layer(npz, tmp_path):
+    # Recipes freeze it for one epoch (`:runlocal` scales that to its length).
+    assert load_config(method_recipe("dino")).optim.frozen.last_layer == 1.0
+    config = end_to_end_config(method_recipe("dino"), npz, **{"optim.frozen.last_layer": 1.0})
+    result = reference_steps(config, str(tmp_path), jax.devices()[:1])
     init, final = result.init.params["projector"], result.final.params["projector"]
     np.testing.assert_array_equal(final["last_layer"]["v"], init["last_layer"]["v"])
     assert any(not np.allclose(a, b) for a, b in zip(
         jax.tree.leaves(init["mlp"]), jax.tree.leaves(final["mlp"]), strict=True))
     assert not np.allclose(result.final.method_state["center"], 0.0)
-
-
-def test_trains_and_resumes(npz, tmp_path, capsys):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

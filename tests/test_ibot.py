@@ -1,14 +1,11 @@
 """iBOT: the patch loss counts masked patches only, the two centers, no gradient
-into the teacher, sharded = unsharded, resume."""
+into the teacher (sharded runs and resumption: test_conformance.py)."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 from helpers import (
-    assert_sharded_step_matches,
-    assert_trains_and_resumes,
-    end_to_end_config,
     synthetic_batch,
     tiny_config,
 )
@@ -112,11 +109,3 @@ def test_loss_from_the_networks_outputs():
     np.testing.assert_allclose(metrics["cls_loss"], cls_loss, rtol=1e-4)
     np.testing.assert_allclose(metrics["patch_loss"], patch_loss, rtol=1e-4)
     np.testing.assert_allclose(loss, 0.7 * cls_loss + 1.3 * patch_loss, rtol=1e-4)
-
-
-def test_step_on_8_devices_equals_1_device(npz, tmp_path):
-    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
-
-
-def test_trains_and_resumes(npz, tmp_path, capsys):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

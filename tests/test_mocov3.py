@@ -1,14 +1,11 @@
 """MoCo v3: the key encoder gets no gradient, its momentum goes 0.99 -> 1, the heads
-follow the official code, and the ResNet and ViT recipes train sharded and resume."""
+follow the official code (sharded runs and resumption: test_conformance.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from helpers import (
-    assert_sharded_step_matches,
-    assert_trains_and_resumes,
-    end_to_end_config,
     load_config,
 )
 from scipy.special import logsumexp
@@ -74,12 +71,3 @@ def test_heads_follow_the_official_code():
                    if name.startswith("dense"))
     assert "patch_embed" in params["backbone"]
     assert load_config(VIT).optim.frozen.patch_embed >= 1e9
-
-
-def test_mocov3_step_on_8_devices_equals_1_device(npz, tmp_path):
-    assert_sharded_step_matches(end_to_end_config(RESNET, npz), tmp_path)
-
-
-@pytest.mark.parametrize("path", [RESNET, VIT])
-def test_mocov3_trains_and_resumes(path, npz, tmp_path, capsys):
-    assert_trains_and_resumes(path, npz, str(tmp_path / "run"), capsys)

@@ -163,9 +163,9 @@ def test_resnet_bfloat16_compute_keeps_float32_params():
 def test_vit_parameter_counts(name, expected):
     # timm's vit_*_patch16_224 without the 1000-way head; counts include the class
     # token and 197 learned positions, and no mask token.
-    def count(**kwargs):
+    def count(mask_token=False, **kwargs):
         model = build_backbone(model_config(name=name, **kwargs), image_size=224,
-                               mask_token=kwargs.pop("mask_token", False))
+                               mask_token=mask_token)
         return abstract_init(model, image_spec(224), train=False)["params"]
 
     params = count()

@@ -1,5 +1,5 @@
 """NNCLR: the FIFO support set, the loss the method computes from its networks
-and queue, and the shared train-loop checks."""
+and queue (sharded runs and resumption: test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import (
-    assert_sharded_step_matches,
-    assert_trains_and_resumes,
-    end_to_end_config,
     synthetic_batch,
     tiny_config,
 )
@@ -93,11 +90,3 @@ def test_queue_smaller_than_the_batch_is_rejected():
     config = tiny_config(RECIPE, **{"method.queue_size": 8})
     with pytest.raises(ConfigError, match="queue_size"):
         methods.build(config, TrainLength(total_steps=2, steps_per_epoch=1)).check_config()
-
-
-def test_step_on_8_devices_equals_1_device(npz, tmp_path):
-    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
-
-
-def test_trains_and_resumes(npz, tmp_path, capsys):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

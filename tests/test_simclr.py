@@ -1,5 +1,6 @@
 """SimCLR: the loss is NT-Xent of the two views' projections, both views in one
-BatchNorm batch; the config checks; the shared sharded-step check."""
+BatchNorm batch; the config checks (sharded runs: test_train.py and
+test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import assert_sharded_step_matches, end_to_end_config, synthetic_batch, tiny_config
+from helpers import synthetic_batch, tiny_config
 from scipy.special import logsumexp
 
 from sslx import methods
@@ -69,7 +70,3 @@ def test_loss_is_nt_xent_of_the_projections_of_both_views_in_one_batch():
 def test_config_checks(overrides, message):
     with pytest.raises(ConfigError, match=message):
         _method(**overrides)[1].check_config()
-
-
-def test_step_on_8_devices_equals_1_device(npz, tmp_path):
-    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)

@@ -1,6 +1,6 @@
 """SimSiam: no gradient flows through the projections it regresses to, the
-predictor keeps the peak lr while the encoder's decays, and the recipe trains
-sharded and resumes."""
+predictor keeps the peak lr while the encoder's decays (sharded runs and
+resumption: test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from helpers import (
-    assert_sharded_step_matches,
-    assert_trains_and_resumes,
-    end_to_end_config,
     tiny_config,
 )
 from test_byol import check_recipes_build, tiny_method
@@ -90,11 +87,3 @@ def test_heads_follow_the_paper():
     assert all("bias" not in projector[f"dense{i}"] for i in range(3))
     assert sorted(predictor) == ["bn0", "dense0", "dense1"]
     assert "bias" in predictor["dense1"]
-
-
-def test_simsiam_step_on_8_devices_equals_1_device(npz, tmp_path):
-    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
-
-
-def test_simsiam_trains_and_resumes(npz, tmp_path, capsys):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

@@ -1,5 +1,5 @@
-"""VICReg: the recipe's heads, the weighted loss and its logged terms, and the
-shared train-loop checks."""
+"""VICReg: the recipe's heads and the weighted loss and its logged terms (sharded
+runs and resumption: test_conformance.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from helpers import (
-    assert_sharded_step_matches,
-    assert_trains_and_resumes,
-    end_to_end_config,
     load_config,
     synthetic_batch,
     tiny_config,
@@ -45,11 +42,3 @@ def test_loss_is_the_weighted_sum_of_the_logged_terms():
     np.testing.assert_allclose(
         loss, 25 * metrics["invariance"] + 25 * metrics["variance"] + 2 * metrics["covariance"],
         rtol=1e-5)
-
-
-def test_step_on_8_devices_equals_1_device(npz, tmp_path):
-    assert_sharded_step_matches(end_to_end_config(RECIPE, npz), tmp_path)
-
-
-def test_trains_and_resumes(npz, tmp_path, capsys):
-    assert_trains_and_resumes(RECIPE, npz, str(tmp_path / "run"), capsys)

@@ -1,0 +1,62 @@
+"""The checks every registered method passes, so a new method gets them by
+registering (and shipping a recipe): the command line trains it on 8 devices,
+is preempted and resumes, and its first two steps equal a 1-device reference
+on the same batches; `embed` gives backbone features; its recipe's config is
+locked.
+
+A method's recipe here is `helpers.method_recipe`, with a 2-block ViT-T as its
+backbone whatever the recipe's: these checks are of the method, and a ViT-T's
+programs trace and compile in a fraction of a ResNet-18's time. ResNet recipes
+run whole elsewhere: SimCLR's in test_train.py, test_cli.py and test_api.py,
+with the full sharded check, and every method's loss on its own recipe in its
+test file."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pytest
+from helpers import (
+    assert_run_matches_reference,
+    end_to_end_config,
+    load_config,
+    method_recipe,
+    preempt_cli,
+    resume_cli,
+    synthetic_batch,
+)
+
+from sslx import methods, models
+from sslx.methods.base import TrainLength
+
+METHODS = methods.names()
+SMALL_BACKBONE = {"model.name": "vit_t", "model.patch_size": 4}
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_trains_on_8_devices_as_on_1_and_resumes(name, npz, tmp_path, capsys):
+    path, workdir = method_recipe(name), str(tmp_path / "run")
+    batches = preempt_cli(path, npz, workdir, capsys, **SMALL_BACKBONE)
+    assert_run_matches_reference(end_to_end_config(path, npz, **SMALL_BACKBONE), workdir,
+                                 batches, str(tmp_path / "one"))
+    resume_cli(path, npz, workdir, capsys, **SMALL_BACKBONE)
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_embed_gives_backbone_features(name, npz):
+    config = end_to_end_config(method_recipe(name), npz, **SMALL_BACKBONE)
+    method = methods.build(config, TrainLength(total_steps=10, steps_per_epoch=5))
+    batch = jax.tree.map(jnp.asarray, synthetic_batch(config))
+    params, state = method.init(jax.random.PRNGKey(0), batch)
+    features = jax.jit(method.embed)(params, state, batch["views"][0])
+    assert features.shape == (config.train.batch_size, models.feature_dim(config.model))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_recipe_config_is_locked(name):
+    config = load_config(method_recipe(name), "runlocal")
+    assert config.method.name == name
+    with pytest.raises(AttributeError, match="does not exist"):
+        config.method.not_a_field = 1.0
+    with pytest.raises(AttributeError, match="does not exist"):
+        config.train.not_a_field = 1
