@@ -26,7 +26,8 @@ setup(
         "cuda12": ["jax[cuda12]"],
         "cuda13": ["jax[cuda13]"],
         "tpu": ["jax[tpu]"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "scikit-learn>=1.4", "Pillow>=10", "scipy>=1.11"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "scikit-learn>=1.4",
+                 "Pillow>=10", "scipy>=1.11"],
         "bench": ["scikit-learn>=1.4", "Pillow>=10"],
     },
 )

@@ -20,12 +20,12 @@ LENGTH = TrainLength(total_steps=10, steps_per_epoch=5)
 
 def test_every_method_embeds_through_the_base():
     for name in methods.names():
-        cls = methods._lookup(name)
+        cls = methods.lookup(name)
         assert cls.embed is Method.embed, f"{name} writes its own embed"
 
 
 def test_byol_is_a_prediction_method_not_a_simsiam():
-    byol = methods._lookup("byol")
+    byol = methods.lookup("byol")
     assert issubclass(byol, PredictionMethod) and not issubclass(byol, SimSiam)
 
 

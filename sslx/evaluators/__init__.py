@@ -11,8 +11,6 @@ its type declares in `defaults` (missing ones take those values)."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,64 +18,35 @@ import ml_collections
 
 from sslx.errors import ConfigError, close_matches
 from sslx.evaluators.base import Evaluator
+from sslx.plugins import Registry
 
 # Fields every section of `config.evals` has, whatever its type.
 COMMON_FIELDS = ("type", "every_steps", "enabled")
 
-_REGISTRY: dict[str, type[Evaluator]] = {}
-_DEFAULTS: dict[str, dict[str, Any]] = {}
+_EVALUATORS = Registry("evaluator type", __name__, __path__)
 
 
 def register(name: str, *, defaults: Mapping[str, Any]):
     """Class decorator that makes an `Evaluator` selectable as `config.evals.X.type`,
     with the fields of its section and their default values."""
-
-    def add(cls: type[Evaluator]) -> type[Evaluator]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"evaluator type {name!r} is registered twice")
-        clash = set(COMMON_FIELDS) & set(defaults)
-        if clash:
-            raise ValueError(f"defaults of evaluator {name!r}: {sorted(clash)} are common fields")
-        _REGISTRY[name] = cls
-        _DEFAULTS[name] = dict(defaults)
-        return cls
-
-    return add
-
-
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{module.name}")
-
-
-def _lookup(type_name: str, where: str) -> type[Evaluator]:
-    """The class registered as `type_name`; imports only its module where the file is
-    named after it (what `base_config` needs, without the data pipeline), else all."""
-    if type_name not in _REGISTRY:
-        if any(module.name == type_name for module in pkgutil.iter_modules(__path__)):
-            importlib.import_module(f"{__name__}.{type_name}")
-        if type_name not in _REGISTRY:
-            _import_all()
-    if type_name not in _REGISTRY:
-        raise ConfigError(
-            f"{where}={type_name!r} is not an evaluator type"
-            f"{close_matches(type_name, _REGISTRY)}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[type_name]
+    clash = set(COMMON_FIELDS) & set(defaults)
+    if clash:
+        raise ValueError(f"defaults of evaluator {name!r}: {sorted(clash)} are common fields")
+    return _EVALUATORS.register(name, defaults)
 
 
 def names() -> list[str]:
     """All registered evaluator types."""
-    _import_all()
-    return sorted(_REGISTRY)
+    return _EVALUATORS.names()
 
 
 def default_config(type_name: str, *, every_steps: int = 0,
                    enabled: bool = True) -> ml_collections.ConfigDict:
     """A `config.evals` section of `type_name` with its registered defaults (locked,
     so a misspelt field fails where it is set)."""
-    _lookup(type_name, "type")
+    _EVALUATORS.lookup(type_name, "type")
     section = ml_collections.ConfigDict({"type": type_name, "every_steps": every_steps,
-                                         "enabled": enabled, **_DEFAULTS[type_name]})
+                                         "enabled": enabled, **_EVALUATORS.defaults(type_name)})
     section.lock()
     return section
 
@@ -89,8 +58,8 @@ def build(name: str, section: ml_collections.ConfigDict, run: Any) -> Evaluator:
     if "type" not in section:
         raise ConfigError(f"{where} has no type; set {where}.type to one of "
                           f"{', '.join(names())}")
-    cls = _lookup(section.type, f"{where}.type")
-    declared = _DEFAULTS[section.type]
+    cls = _EVALUATORS.lookup(section.type, f"{where}.type")
+    declared = _EVALUATORS.defaults(section.type)
     unknown = sorted(set(section.keys()) - set(declared) - set(COMMON_FIELDS))
     if unknown:
         raise ConfigError(

@@ -9,78 +9,50 @@ are not exactly those (a `--config.method.name` switched to another method)."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import ml_collections
 
-from sslx.errors import ConfigError, close_matches
+from sslx.errors import ConfigError
 from sslx.methods.base import Method, TrainLength
+from sslx.plugins import Registry
 
 if TYPE_CHECKING:
     from sslx.data.spec import InputSpec
 
-_REGISTRY: dict[str, type[Method]] = {}
-_DEFAULTS: dict[str, dict[str, Any]] = {}
+_METHODS = Registry("method", __name__, __path__, skip=("base",))
 
 
 def register(name: str, *, defaults: Mapping[str, Any]):
     """Class decorator that makes a `Method` selectable as `config.method.name`,
     with its `config.method` fields and their default values."""
-
-    def add(cls: type[Method]) -> type[Method]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method {name!r} is registered twice")
-        if "name" in defaults:
-            raise ValueError(f"defaults of method {name!r}: 'name' is the registered name")
-        _REGISTRY[name] = cls
-        _DEFAULTS[name] = dict(defaults)
-        return cls
-
-    return add
+    if "name" in defaults:
+        raise ValueError(f"defaults of method {name!r}: 'name' is the registered name")
+    return _METHODS.register(name, defaults)
 
 
-def _import_all() -> None:
-    for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
-            importlib.import_module(f"{__name__}.{module.name}")
-
-
-def _lookup(name: str) -> type[Method]:
-    """The class registered as `name`; imports only its module where the file
-    is named after the method (what `base_config(method=...)` needs), else all."""
-    if name not in _REGISTRY:
-        if any(module.name == name for module in pkgutil.iter_modules(__path__)):
-            importlib.import_module(f"{__name__}.{name}")
-        if name not in _REGISTRY:
-            _import_all()
-    if name not in _REGISTRY:
-        raise ConfigError(
-            f"config.method.name={name!r} is not a method{close_matches(name, _REGISTRY)}; "
-            f"available: {', '.join(sorted(_REGISTRY))}"
-        )
-    return _REGISTRY[name]
+def lookup(name: str) -> type[Method]:
+    """The `Method` class registered as `name`."""
+    return _METHODS.lookup(name, "config.method.name")
 
 
 def names() -> list[str]:
     """All registered method names."""
-    _import_all()
-    return sorted(_REGISTRY)
+    return _METHODS.names()
 
 
 def default_config(name: str) -> ml_collections.ConfigDict:
     """`config.method` of method `name` with its registered defaults."""
-    _lookup(name)
-    return ml_collections.ConfigDict({"name": name, **_DEFAULTS[name]})
+    lookup(name)
+    return ml_collections.ConfigDict({"name": name, **_METHODS.defaults(name)})
 
 
 def check_fields(method: ml_collections.ConfigDict) -> None:
     """`ConfigError` unless `method` has exactly the fields its method declares."""
     name = method.name
-    _lookup(name)
-    declared, present = set(_DEFAULTS[name]), set(method.keys()) - {"name"}
+    lookup(name)
+    declared, present = set(_METHODS.defaults(name)), set(method.keys()) - {"name"}
     missing, unknown = sorted(declared - present), sorted(present - declared)
     if missing or unknown:
         problems = [f"lacks {', '.join(missing)}"] if missing else []
@@ -100,11 +72,11 @@ def build(config: ml_collections.ConfigDict, length: TrainLength,
     never reads the rest of the config."""
     from sslx.data.spec import input_spec
 
-    cls = _lookup(config.method.name)
+    cls = lookup(config.method.name)
     check_fields(config.method)
     return cls(config.method, model=config.model, spec=spec or input_spec(config),
                length=length, dtype=config.train.dtype)
 
 
-__all__ = ["Method", "TrainLength", "build", "check_fields", "default_config", "names",
+__all__ = ["Method", "TrainLength", "build", "check_fields", "default_config", "lookup", "names",
            "register"]
