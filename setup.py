@@ -17,6 +17,7 @@ setup(
         "tensorboard>=2.18",  # tf.summary's writer; tensorflow-cpu no longer brings it
         "tensorflow-datasets>=4.9",
         "ml-collections>=1.0",
+        "absl-py>=1.0",  # flags and logging of the command line
         "einops>=0.8",
         "numpy",
         "tqdm>=4.60",
