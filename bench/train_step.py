@@ -48,7 +48,7 @@ def random_batch(run, seed: int = 0) -> dict:
             return (np.arange(leaf.size) % 10).reshape(leaf.shape).astype(leaf.dtype)
         return rng.normal(size=leaf.shape).astype(leaf.dtype)
 
-    batch = example_batch(run.config, run.spec, run.config.train.batch_size,
+    batch = example_batch(run.spec, run.config.train.batch_size,
                           inputs=run.method.inputs)
     return jax.tree.map(fill, batch)
 

@@ -103,7 +103,7 @@ def _fresh_state(config: ml_collections.ConfigDict, spec: InputSpec, method: Met
                  optimizer: optax.GradientTransformation) -> TrainState:
     """The state at step 0, from the method's init on an example batch of its inputs."""
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    batch = pipeline.example_batch(config, spec, _INIT_BATCH, inputs=method.inputs)
+    batch = pipeline.example_batch(spec, _INIT_BATCH, inputs=method.inputs)
     params, method_state = method.init(init_rng, jax.tree.map(jnp.asarray, batch))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), method_state=method_state,

@@ -106,15 +106,20 @@ def run_cli(path: str, workdir: str, npz: str, **overrides) -> None:
     """`python -m sslx.main --config=PATH:runlocal --workdir=WORKDIR --config.k=v ...`
     with the `tiny_overrides`, in this process (so compiles hit the warm cache)."""
     fields = {**tiny_overrides(load_config(path, "runlocal"), npz), **overrides}
-    argv = ["sslx.main", f"--config={path}:runlocal", f"--workdir={workdir}",
-            "--distributed=off",
-            *(f"--config.{key}={value}" for key, value in fields.items())]
+    run_main(f"--config={path}:runlocal", f"--workdir={workdir}", "--distributed=off",
+             *(f"--config.{key}={value}" for key, value in fields.items()))
+
+
+def run_main(*args: str) -> None:
+    """`python -m sslx.main ARGS` in this process: absl's flag parsing (`main.parse_flags`)
+    then `main.main`; a `sys.exit` of either raises SystemExit here. The flags and
+    logging are left as they were."""
+    argv = ["sslx.main", *args]
     root_handlers, root_level = logging.root.handlers[:], logging.root.level
     flags.FLAGS.unparse_flags()
     try:
         with mock.patch.object(sys, "argv", argv):  # config overrides are read from it
-            main.parse_flags(argv)
-        main.main(argv)
+            main.main(main.parse_flags(argv))
     finally:  # main() configures logging for a terminal; give pytest its own back
         logging.root.handlers[:] = root_handlers
         logging.root.setLevel(root_level)
@@ -122,6 +127,14 @@ def run_cli(path: str, workdir: str, npz: str, **overrides) -> None:
         for name in [name for name in flags.FLAGS if name.startswith("config.")]:
             delattr(flags.FLAGS, name)  # the override flags this parse defined
         flags.FLAGS.mark_as_parsed()  # as conftest.py left them
+
+
+def exit_message(*args: str) -> str:
+    """What `python -m sslx.main ARGS` exits with, run in this process (`run_main`):
+    the message it would print to stderr."""
+    with pytest.raises(SystemExit) as exit:
+        run_main(*args)
+    return str(exit.value.code)
 
 
 def synthetic_batch(config, seed: int = 0) -> dict:
@@ -139,7 +152,7 @@ def synthetic_batch(config, seed: int = 0) -> dict:
             return (np.arange(leaf.size) % 10).reshape(leaf.shape).astype(leaf.dtype)
         return rng.normal(size=leaf.shape).astype(leaf.dtype)
 
-    return jax.tree.map(fill, pipeline.example_batch(config, spec, config.train.batch_size,
+    return jax.tree.map(fill, pipeline.example_batch(spec, config.train.batch_size,
                                                      inputs=inputs))
 
 
@@ -277,6 +290,9 @@ def logged_steps(workdir: str) -> list[int]:
         return [json.loads(line)["step"] for line in f if '"loss"' in line]
 
 
+# The backbone the method checks run on whatever their recipe's (test_conformance.py):
+# a ViT-T/4 of `tiny_overrides`' 2 blocks traces and compiles far faster than a ResNet.
+SMALL_BACKBONE = {"model.name": "vit_t", "model.patch_size": 4}
 END_TO_END_STEPS = 3  # `assert_trains_and_resumes`: preempted after step 2, resumed to 3
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from helpers import END_TO_END_STEPS, end_to_end_config
+from helpers import END_TO_END_STEPS, SMALL_BACKBONE, end_to_end_config
 
 from sslx import train
 from sslx.errors import CheckpointError
@@ -17,7 +17,9 @@ SIMCLR = "configs/simclr_resnet50.py"
 
 
 def _config(npz, path: str = NNCLR, **overrides):
-    return end_to_end_config(path, npz, **{"evals.knn.enabled": False, **overrides})
+    """The run test_conformance.py trains for NNCLR (its compiles are shared), no k-NN."""
+    return end_to_end_config(path, npz, **{"evals.knn.enabled": False, **SMALL_BACKBONE,
+                                           **overrides})
 
 
 @pytest.fixture(scope="module")

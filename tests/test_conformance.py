@@ -5,11 +5,11 @@ on the same batches; `embed` gives backbone features; its recipe's config is
 locked.
 
 A method's recipe here is `helpers.method_recipe`, with a 2-block ViT-T as its
-backbone whatever the recipe's: these checks are of the method, and a ViT-T's
-programs trace and compile in a fraction of a ResNet-18's time. ResNet recipes
-run whole elsewhere: SimCLR's in test_train.py, test_cli.py and test_api.py,
-with the full sharded check, and every method's loss on its own recipe in its
-test file."""
+backbone whatever the recipe's (`helpers.SMALL_BACKBONE`): these checks are of
+the method, and a ViT-T's programs trace and compile in a fraction of a
+ResNet-18's time. ResNet recipes run whole elsewhere: SimCLR's in test_train.py,
+test_cli.py and test_api.py, with the full sharded check, and every method's
+loss on its own recipe in its test file."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from helpers import (
+    SMALL_BACKBONE,
     assert_run_matches_reference,
     end_to_end_config,
     load_config,
@@ -30,16 +31,19 @@ from sslx import methods, models
 from sslx.methods.base import TrainLength
 
 METHODS = methods.names()
-SMALL_BACKBONE = {"model.name": "vit_t", "model.patch_size": 4}
+# Method state that a recipe only starts using later, in use from the second step
+# here, so that it is compared across devices and restored on resuming.
+LIVE_STATE = {"swav": {"method.queue_length": 16, "method.queue_start_epoch": 0.0}}
 
 
 @pytest.mark.parametrize("name", METHODS)
 def test_trains_on_8_devices_as_on_1_and_resumes(name, npz, tmp_path, capsys):
     path, workdir = method_recipe(name), str(tmp_path / "run")
-    batches = preempt_cli(path, npz, workdir, capsys, **SMALL_BACKBONE)
-    assert_run_matches_reference(end_to_end_config(path, npz, **SMALL_BACKBONE), workdir,
+    overrides = {**SMALL_BACKBONE, **LIVE_STATE.get(name, {})}
+    batches = preempt_cli(path, npz, workdir, capsys, **overrides)
+    assert_run_matches_reference(end_to_end_config(path, npz, **overrides), workdir,
                                  batches, str(tmp_path / "one"))
-    resume_cli(path, npz, workdir, capsys, **SMALL_BACKBONE)
+    resume_cli(path, npz, workdir, capsys, **overrides)
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -70,7 +70,7 @@ def test_pipeline_emits_masks_only_when_asked(inputs):
     source = sources.from_arrays(np.full([8, 28, 28], 128, np.uint8), np.arange(8),
                                  process_index=0, process_count=1)
     batch = next(pipeline.train_iterator(config, spec, inputs=inputs, source=source))
-    example = pipeline.example_batch(config, spec, 4, inputs=inputs)
+    example = pipeline.example_batch(spec, 4, inputs=inputs)
     assert sorted(batch) == sorted(example) == sorted(inputs)
     if "masks" in inputs:
         # Two global 28 px crops, 4 px patches: 7 x 7 = 49 patches each.

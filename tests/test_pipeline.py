@@ -185,7 +185,7 @@ def test_example_batch_is_the_structure_the_pipeline_yields(npz):
         local_crops=config_defaults.view_group(count=3, size=8),
     )
     [batch] = _take(_train(config, process_index=0, process_count=1), 1)
-    example = pipeline.example_batch(config, input_spec(config), 8, inputs=INPUTS)
+    example = pipeline.example_batch(input_spec(config), 8, inputs=INPUTS)
     tf.nest.assert_same_structure(batch, example)
     for got, want in zip(tf.nest.flatten(batch), tf.nest.flatten(example), strict=True):
         assert got.shape == want.shape and got.dtype == want.dtype and not want.any()
@@ -198,7 +198,7 @@ def test_inputs_choose_the_producers(npz):
     with pytest.raises(ConfigError, match=r"no producer makes the input 'view'.*views"):
         _train(config, inputs=("view", "label"), process_index=0, process_count=1)
     with pytest.raises(ConfigError, match="no producer makes the input 'view'"):
-        pipeline.example_batch(config, input_spec(config), 2, inputs=("view",))
+        pipeline.example_batch(input_spec(config), 2, inputs=("view",))
     with pytest.raises(ConfigError, match=r"reads masks, but the config has no config\.masks"):
         _train(config, inputs=(*INPUTS, "masks"), process_index=0, process_count=1)
 
@@ -208,14 +208,20 @@ def test_a_new_producer_is_one_registration_on_its_own_seed_stream(npz, monkeypa
     `example_batch` carry it, and the other inputs are unchanged."""
     monkeypatch.setattr(producers, "_REGISTRY", dict(producers._REGISTRY))
 
-    @producers.producer("rotation", stream=4)
+    @producers.producer("rotation", stream=4,
+                        outputs=lambda spec: {"rotation": tf.TensorSpec([], tf.int32)})
     def rotation(example, seed, spec, config):
         del example, spec, config
         return {"rotation": tf.random.stateless_uniform([], seed, 0, 4, tf.int32)}
 
     with pytest.raises(ValueError, match="stream 4 is 'rotation'"):
-        producers.producer("other", stream=4)(rotation)
+        producers.producer("other", stream=4, outputs=lambda spec: {})(rotation)
     config = _config(npz)
+    # A producer that makes other dtypes or shapes than it declares is refused.
+    producers.producer("misdeclared", stream=5, outputs=lambda spec: {
+        "rotation": tf.TensorSpec([1], tf.int32)})(rotation)
+    with pytest.raises(ValueError, match=r"make .*rotation.* but declare .*shape=\(1,\)"):
+        _train(config, inputs=(*INPUTS, "misdeclared"), process_index=0, process_count=1)
     run = lambda inputs: _take(_train(config, inputs=inputs, process_index=0, process_count=1), 3)
     plain, rotated = run(INPUTS), run((*INPUTS, "rotation"))
     rotations = np.concatenate([batch["rotation"] for batch in rotated])
@@ -224,7 +230,7 @@ def test_a_new_producer_is_one_registration_on_its_own_seed_stream(npz, monkeypa
         np.testing.assert_array_equal(a["label"], b["label"])
         for va, vb in zip(a["views"], b["views"], strict=True):
             np.testing.assert_array_equal(va, vb)
-    example = pipeline.example_batch(config, input_spec(config), 8,
+    example = pipeline.example_batch(input_spec(config), 8,
                                      inputs=(*INPUTS, "rotation"))
     assert example["rotation"].shape == (8,) and example["rotation"].dtype == np.int32
 

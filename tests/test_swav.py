@@ -1,17 +1,13 @@
 """SwAV: prototypes normalised in the forward, codes without gradient, the FIFO
-queue and its start, and the queue sharded equals unsharded (the recipe's run and
-resumption: test_conformance.py)."""
+queue and its start (the recipe's run, sharded with its queue in use and resumed:
+test_conformance.py)."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import (
-    assert_sharded_step_matches,
-    synthetic_batch,
-    tiny_config,
-)
+from helpers import synthetic_batch, tiny_config
 
 from sslx import losses, methods
 from sslx.methods.base import TrainLength
@@ -100,10 +96,3 @@ def method_scores(method, params, state, batch):
                          batch["views"], train=True, rng=jax.random.PRNGKey(1))
     return outputs
 
-
-def test_swav_step_with_its_queue_on_8_devices_equals_1_device(tmp_path):
-    # The queue in use from the first step; a 2-block ViT-T backbone, as in
-    # test_conformance.py (the recipe's own run), since the queue is what is checked.
-    config = tiny_config(RECIPE, **{"method.queue_length": 16, "method.queue_start_epoch": 0.0,
-                                    "model.name": "vit_t", "model.patch_size": 4})
-    assert_sharded_step_matches(config, tmp_path)

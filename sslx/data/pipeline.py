@@ -9,7 +9,8 @@ the batches an uninterrupted run would have seen.
 
 A training example holds the inputs the method asks for (`Method.inputs`), each
 made by its producer (`sslx.data.producers`) from the run's `InputSpec`;
-`example_batch` reads the structure of a batch off that same per-example map.
+`example_batch` reads the structure of a batch from the producers' declarations,
+which every training pipeline checks against what they make.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import tensorflow as tf
 
 from sslx.data import producers
 from sslx.data.augment import center_crop, normalize, resize
-from sslx.data.sources import EXAMPLE_SPEC, Source, load_split, num_examples, resolve_process
+from sslx.data.sources import Source, load_split, num_examples, resolve_process
 from sslx.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -82,9 +83,9 @@ def train_iterator(
         .skip(start_step * local_batch)
         .map(_example_fn(config, spec, inputs, source.process_index),
              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        .batch(local_batch, drop_remainder=True)
     )
-    return _numpy_iterator(dataset, config)
+    _check_declared(dataset.element_spec, producers.element_spec(inputs, spec), inputs)
+    return _numpy_iterator(dataset.batch(local_batch, drop_remainder=True), config)
 
 
 def _example_fn(config: ml_collections.ConfigDict, spec: InputSpec, inputs: tuple[str, ...],
@@ -100,6 +101,14 @@ def _example_fn(config: ml_collections.ConfigDict, spec: InputSpec, inputs: tupl
         return producers.produce(inputs, example, seed, spec, config)
 
     return make
+
+
+def _check_declared(made: Any, declared: Any, inputs: tuple[str, ...]) -> None:
+    """A producer that makes other shapes or dtypes than it declares is a bug in it:
+    `example_batch` (and so init) would disagree with the batches."""
+    if made != declared:
+        raise ValueError(f"the producers of {inputs} make {made} but declare {declared} "
+                         "(sslx/data/producers.py)")
 
 
 def eval_iterator(
@@ -161,33 +170,14 @@ def eval_preprocess(config: ml_collections.ConfigDict, size: int):
     return preprocess
 
 
-def example_batch(config: ml_collections.ConfigDict, spec: InputSpec, batch_size: int, *,
-                  inputs: Sequence[str]) -> dict[str, Any]:
+def example_batch(spec: InputSpec, batch_size: int, *, inputs: Sequence[str]) -> dict[str, Any]:
     """Zeros with the structure, shapes and dtypes of a training batch of
     `batch_size` holding `inputs`, for shape inference, init and tests: the
-    `element_spec` of `train_iterator`'s own per-example map (run on an empty
-    source), with a batch axis in front."""
-    inputs = tuple(inputs)
-    producers.check(inputs)
+    outputs the producers declare (`producers.element_spec`, which
+    `train_iterator` checks against what they make), with a batch axis in front."""
     return tf.nest.map_structure(
         lambda s: np.zeros((batch_size, *s.shape), s.dtype.as_numpy_dtype),
-        _element_spec(config, spec, inputs))
-
-
-# (spec, inputs, config as JSON) -> element_spec. Tracing the map costs about a
-# quarter of a second per crop on a CPU core, and `prepare` asks twice (shapes,
-# then the jitted init): trace once per distinct run.
-_ELEMENT_SPECS: dict[tuple, Any] = {}
-
-
-def _element_spec(config: ml_collections.ConfigDict, spec: InputSpec,
-                  inputs: tuple[str, ...]) -> Any:
-    key = (spec, inputs, config.to_json_best_effort(sort_keys=True))
-    if key not in _ELEMENT_SPECS:
-        empty = tf.data.Dataset.from_generator(lambda: iter(()), output_signature=EXAMPLE_SPEC)
-        mapped = empty.enumerate().map(_example_fn(config, spec, inputs, process_index=0))
-        _ELEMENT_SPECS[key] = mapped.element_spec
-    return _ELEMENT_SPECS[key]
+        producers.element_spec(tuple(inputs), spec))
 
 
 def steps_per_epoch(config: ml_collections.ConfigDict) -> int:

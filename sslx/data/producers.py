@@ -9,9 +9,13 @@ example and merges what they return into the example. A producer is a function
 of one source example (`{'image': uint8 [H, W, 3], 'label': int32}`, see
 `sslx.data.sources`), its seed (int64 [2]), the run's `InputSpec` and config;
 it is made of stateless TF ops, so it runs inside `tf.data.Dataset.map` and the
-same seed gives the same output. An input a new method needs (rotation labels,
-jigsaw permutations) is one more `@producer(name, stream=...)` function: the
-pipeline, `example_batch` and the trainer follow from the method's `inputs`.
+same seed gives the same output. Its registration also declares what it returns
+(`outputs(spec) -> {key: tf.TensorSpec or tuple of them}`), so the structure
+of a batch is known without building the augmentation graph; the pipeline checks
+the declaration against what the producer makes on every run. An input a new
+method needs (rotation labels, jigsaw permutations) is one more
+`@producer(name, stream=..., outputs=...)` function: the pipeline,
+`example_batch` and the trainer follow from the method's `inputs`.
 
 Each producer draws from its own stream of the example's seed,
 `tf.random.fold_in(seed, stream)`, so adding or removing one leaves the others'
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import ml_collections
 import tensorflow as tf
 
-from sslx.data.masks import make_masks
+from sslx.data.masks import MaskLayout, make_masks
 from sslx.data.views import make_views
 from sslx.errors import ConfigError, close_matches
 
@@ -37,21 +41,23 @@ if TYPE_CHECKING:
 Example = dict[str, tf.Tensor]
 ProducerFn = Callable[[Example, tf.Tensor, "InputSpec", ml_collections.ConfigDict],
                       dict[str, Any]]
+OutputsFn = Callable[["InputSpec"], dict[str, Any]]
 
 
 @dataclasses.dataclass(frozen=True)
 class Producer:
     fn: ProducerFn
     stream: int | None  # folded into the example's seed; None: the seed itself
+    outputs: OutputsFn  # the TensorSpecs of what `fn` returns, per example
 
 
 _REGISTRY: dict[str, Producer] = {}
 
 
-def producer(name: str, *, stream: int | None):
+def producer(name: str, *, stream: int | None, outputs: OutputsFn):
     """Registers `fn(example, seed, spec, config) -> dict` as the producer of input
     `name`, seeded by its own `stream` of the example's seed (an int no other
-    producer uses)."""
+    producer uses); `outputs(spec)` gives the `tf.TensorSpec`s of what it returns."""
 
     def add(fn: ProducerFn) -> ProducerFn:
         if name in _REGISTRY:
@@ -59,7 +65,7 @@ def producer(name: str, *, stream: int | None):
         for other, registered in _REGISTRY.items():
             if registered.stream == stream:
                 raise ValueError(f"producer {name!r}: stream {stream} is {other!r}'s")
-        _REGISTRY[name] = Producer(fn, stream)
+        _REGISTRY[name] = Producer(fn, stream, outputs)
         return fn
 
     return add
@@ -77,6 +83,12 @@ def check(inputs: Sequence[str]) -> None:
             raise ConfigError(f"no producer makes the input {name!r}"
                               f"{close_matches(name, _REGISTRY)}; registered: "
                               f"{', '.join(names())} (sslx/data/producers.py)")
+
+
+def element_spec(inputs: Sequence[str], spec: InputSpec) -> dict[str, Any]:
+    """The declared `tf.TensorSpec`s of one training example holding `inputs`."""
+    check(inputs)
+    return {key: value for name in inputs for key, value in _REGISTRY[name].outputs(spec).items()}
 
 
 def produce(inputs: Sequence[str], example: Example, seed: tf.Tensor, spec: InputSpec,
@@ -97,7 +109,8 @@ def produce(inputs: Sequence[str], example: Example, seed: tf.Tensor, spec: Inpu
     return out
 
 
-@producer("views", stream=None)
+@producer("views", stream=None, outputs=lambda spec: {"views": tuple(
+    tf.TensorSpec([crop.size, crop.size, 3], tf.float32) for crop in spec.crops)})
 def _views(example: Example, seed: tf.Tensor, spec: InputSpec,
            config: ml_collections.ConfigDict) -> dict[str, Any]:
     """`{'views': (float32 [size, size, 3] per crop of `spec.crops`)}`, normalised."""
@@ -105,7 +118,7 @@ def _views(example: Example, seed: tf.Tensor, spec: InputSpec,
                                 tuple(config.data.std))}
 
 
-@producer("label", stream=1)
+@producer("label", stream=1, outputs=lambda spec: {"label": tf.TensorSpec([], tf.int32)})
 def _label(example: Example, seed: tf.Tensor, spec: InputSpec,
            config: ml_collections.ConfigDict) -> dict[str, Any]:
     """`{'label': int32}`, -1 where the split is unlabelled."""
@@ -113,12 +126,22 @@ def _label(example: Example, seed: tf.Tensor, spec: InputSpec,
     return {"label": example["label"]}
 
 
-@producer("masks", stream=1_000_003)
+def _mask_layout(spec: InputSpec) -> MaskLayout:
+    """The run's mask layout; `ConfigError` when the config asks for no masks."""
+    if spec.masks is None:
+        raise ConfigError("the method reads masks, but the config has no config.masks: set "
+                          "config.masks = sslx.data.masks.mask_config(...) in the recipe")
+    return spec.masks
+
+
+def _mask_outputs(spec: InputSpec) -> dict[str, Any]:
+    layout = _mask_layout(spec)
+    return {"masks": (tf.TensorSpec([layout.num_patches], tf.bool),) * layout.count}
+
+
+@producer("masks", stream=1_000_003, outputs=_mask_outputs)
 def _masks(example: Example, seed: tf.Tensor, spec: InputSpec,
            config: ml_collections.ConfigDict) -> dict[str, Any]:
     """`{'masks': (bool [patches] per global crop)}`, see `sslx.data.masks`."""
     del example
-    if spec.masks is None:
-        raise ConfigError("the method reads masks, but the config has no config.masks: set "
-                          "config.masks = sslx.data.masks.mask_config(...) in the recipe")
-    return {"masks": make_masks(seed, spec.masks, config.masks)}
+    return {"masks": make_masks(seed, _mask_layout(spec), config.masks)}
