@@ -8,12 +8,14 @@ The README's convnet settings (`--arch resnet50 --optimizer sgd --weight_decay 1
 --weight_decay_end 1e-4 --global_crops_scale 0.14 1 --local_crops_scale 0.05 0.14`) on
 `main_dino.py`'s defaults, with SGD (momentum 0.9) at lr 0.03 x B/256 (our reading of
 the released run; the README command leaves --lr at its AdamW default), 10 warmup
-epochs, cosine to 1e-6, constant weight decay 1e-4 (matrices only), clipping 3.0 on
-the global norm, and 2x224 + 6x96 crops; batch 1024, 100 epochs (the README's run);
-head 2048-2048-256 -> 65536 without BN, last layer normalised and frozen for the first
-epoch, teacher momentum 0.996 -> 1, teacher temperature 0.04 (no warm-up).
-The teacher's BatchNorm uses the global-batch statistics of the global crops (train
-mode, as the official code) and keeps its own running averages for evaluation.
+epochs, cosine to 1e-6, constant weight decay 1e-4 (not on biases and BN), each gradient
+tensor clipped to norm 3.0, and 2x224 + 6x96 crops; batch 1024, 100 epochs (the README's
+run); head 2048-2048-256 -> 65536 without BN, last layer normalised and frozen for the
+first epoch, teacher momentum 0.996 -> 1, teacher temperature 0.04 (no warm-up).
+Residual blocks start with BN scales of 1 (torchvision's default,
+`zero_init_residual=False`). The teacher's BatchNorm uses the global-batch statistics of
+the global crops (train mode, as the official code) and keeps its own running averages
+for evaluation.
 
 `:runlocal`: a quarter-width CIFAR-stem ResNet-18 on Fashion-MNIST with the shrink of
 configs/dino_vits16.py.
@@ -36,4 +38,5 @@ def get_config(arg=None):
     config.optim.momentum = 0.9
     config.optim.weight_decay = 1e-4
     config.optim.weight_decay_end = -1.0  # constant
+    config.model.zero_init_residual = False
     return with_variant(config, arg, runlocal_overrides=recipes.dino_runlocal())

@@ -8,8 +8,8 @@ Table 2's DeiT-S/16 row, 800 epochs: k-NN 74.5, linear 77.0).
 DeiT-S (`--teacher_temp 0.07 --warmup_teacher_temp_epochs 30 --norm_last_layer false`),
 800 epochs and 10 local crops (the paper's 2x224 + 10x96 multi-crop):
 batch 1024 (16 GPUs x 64), AdamW lr 0.0005 x B/256 with 10 warmup epochs and a cosine to
-1e-6, weight decay cosine 0.04 -> 0.4 (not on biases and norms), gradient clipping 3.0
-(here on the global norm; the reference clips each parameter's norm), drop-path 0.1,
+1e-6, weight decay cosine 0.04 -> 0.4 (not on biases and norms), each gradient
+tensor's norm clipped to 3.0, drop-path 0.1,
 head 2048-2048-256 -> K = 65536 with its last layer frozen for the first epoch, teacher
 momentum 0.996 -> 1, student temperature 0.1, teacher 0.04 -> 0.07 over 30 epochs,
 center momentum 0.9. Global crops 224 px, scale (0.4, 1), blur p 1.0 / 0.1, solarize

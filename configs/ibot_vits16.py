@@ -9,7 +9,7 @@ The README's command (`--teacher_temp 0.07 --warmup_teacher_temp_epochs 30
 `--shared_head true --out_dim 8192 --local_crops_number 10 --global_crops_scale 0.25 1
 --local_crops_scale 0.05 0.25 --pred_ratio 0 0.3 --pred_ratio_var 0 0.2`) on
 `main_ibot.py`'s defaults: batch 1024, AdamW lr 0.0005 x B/256, 10 warmup epochs,
-cosine to 1e-6, weight decay 0.04 -> 0.4, clipping 3.0 (global norm here), drop-path
+cosine to 1e-6, weight decay 0.04 -> 0.4, each gradient tensor clipped to 3.0, drop-path
 0.1, one head for [CLS] and patches (2048-2048-256 -> K = 8192, last layer frozen for
 the first epoch), teacher momentum 0.996 -> 1, teacher temperatures 0.04 -> 0.07 over
 30 epochs for [CLS] and patches, loss weights 1 and 1, center momentum 0.9. Masks:

@@ -25,6 +25,7 @@ def get_config(arg=None):
     config.model.stem = "cifar"
     config.model.width = 8
     config.method.temperature = 0.2
+    config.method.loss_scale = 1.0  # tuned with the loss as the mean over the 2N anchors
     config.method.projector_hidden_dim = 512
     recipes.lars(config, base_lr=1.0, weight_decay=1e-6)
     config.optim.warmup_epochs = 0.2

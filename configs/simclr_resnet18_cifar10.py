@@ -2,9 +2,10 @@ r"""SimCLR, ResNet-18 with the CIFAR stem on CIFAR-10 (Chen et al. 2020, Appendi
 
     python -m sslx.main --config=configs/simclr_resnet18_cifar10.py --workdir=/tmp/simclr_c10
 
-Batch 1024, LARS lr 1.0 (= 0.25 x B/256), wd 1e-6, 10 warmup epochs, cosine, 1000 epochs,
-temperature 0.5, colour distortion strength 0.5, no blur, 3x3 stride-1 stem without
-max-pool. `:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe.
+Batch 1024, LARS lr 1.0 (= 0.25 x B/256), wd 1e-6, 10 warmup epochs, cosine, 1000
+epochs, temperature 0.5, loss at the official code's scale (twice the mean over the 2N
+anchors), colour distortion strength 0.5, no blur, 3x3 stride-1 stem without max-pool.
+`:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe.
 """
 
 from sslx import recipes

@@ -4,6 +4,7 @@ Contrastive Learning of Visual Representations", Sec. 3-4 and Appendix B.1/B.9).
     python -m sslx.main --config=configs/simclr_resnet50.py --workdir=gs://BUCKET/simclr_r50
 
 Batch 4096, LARS lr 0.3 x B/256, wd 1e-6, 10 warmup epochs then cosine, temperature 0.1,
+loss at the official code's scale (twice the mean over the 2N anchors),
 2-layer projector to 128-d (SimCLR v2's 3-layer projector:
 `--config.method.projector_layers=3`). Augmentations: random resized crop 0.08-1,
 flip, colour distortion of strength 1.0 (p 0.8), grayscale p 0.2, blur p 0.5.

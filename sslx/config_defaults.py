@@ -90,6 +90,7 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         name="resnet18",                   # resnet18|34|50, vit_t|vit_s|vit_b
         stem="imagenet",                   # resnet: imagenet | cifar
         width=64,                          # resnet base width
+        zero_init_residual=True,           # resnet: each block's last BN scale starts at 0
         patch_size=16,                     # vit
         depth=0,                           # vit blocks; 0 = the variant's (12)
         pos_embedding="learned",           # vit: learned | sincos
@@ -108,8 +109,9 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         momentum=0.9,
         b1=0.9,
         b2=0.999,
-        grad_clip=0.0,                     # global-norm clip; 0 = off
-        exclude_bias_and_norm=True,        # from weight decay and LARS adaptation
+        grad_clip=0.0,                     # gradient norm clip; 0 = off
+        grad_clip_mode="global",           # global: one norm | per_tensor: each tensor's
+        exclude_bias_and_norm=True,        # biases, norm scales: no wd, no LARS adaptation
         frozen=ml_collections.ConfigDict(),  # {regex searched in param paths: epochs frozen}
         constant_lr=(),                    # regexes of params kept at the peak lr
         lr_multipliers=ml_collections.ConfigDict(),  # {regex: factor of the lr}

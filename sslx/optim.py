@@ -4,7 +4,7 @@
 the learning-rate schedule (for logging). The chain, outermost first:
 
     freeze (config.optim.frozen)            zero grads/params/updates of frozen leaves
-      clip_by_global_norm (grad_clip > 0)
+      clip (grad_clip > 0)                  the global norm, or each tensor's (grad_clip_mode)
       recipe:
         lars   add_decayed_weights -> masked(scale_by_trust_ratio) -> lr -> trace
         adamw  scale_by_adam -> add_decayed_weights (decoupled) -> lr
@@ -14,6 +14,11 @@ where `lr` is `scale_by_learning_rate(schedule)`, or, with `constant_lr`, an
 `optax.partition` of it and `scale_by_learning_rate(peak)` by param path,
 followed, with `lr_multipliers`, by a fixed per-param factor of the lr
 (Barlow Twins' 0.0048/0.2 for biases and norms).
+
+Biases and normalisation scales (leaves named `bias` or `scale`, whatever their
+shape: Flax's attention biases are `(heads, head_dim)`) get no weight decay and
+no LARS adaptation with `exclude_bias_and_norm`, as the official SimCLR, BYOL,
+Barlow Twins and DINO code decides by name.
 
 Param paths are the keys of the param tree joined by '/', e.g.
 `backbone/patch_embed/kernel` or `projector/Dense_0/bias` (see `param_paths`).
@@ -46,6 +51,10 @@ from sslx.schedules import cosine_ramp, warmup_cosine
 PyTree = Any
 
 OPTIMIZERS = ("lars", "adamw", "sgd")
+GRAD_CLIP_MODES = ("global", "per_tensor")
+# Leaf names of biases and normalisation scales (Flax's Dense/Conv/attention `bias`,
+# BatchNorm/LayerNorm `scale` and `bias`): what `exclude_bias_and_norm` exempts.
+NOT_DECAYED_NAMES = ("bias", "scale")
 LR_SCALINGS = ("linear", "sqrt", "none")
 REFERENCE_BATCH_SIZE = 256
 # LARS trust coefficient eta of SimCLR, BYOL and Barlow Twins (and optax.lars).
@@ -106,6 +115,7 @@ def build_optimizer(
                           "e.g. --config.optim.warmup_epochs=0")
     _check_nonnegative("weight_decay", c.weight_decay)
     _check_nonnegative("grad_clip", c.grad_clip)
+    clip_mode = _check_choice("grad_clip_mode", c.grad_clip_mode, GRAD_CLIP_MODES)
     if name == "adamw":
         _check_unit_interval("b1", c.b1)
         _check_unit_interval("b2", c.b2)
@@ -119,7 +129,7 @@ def build_optimizer(
     lr_schedule = warmup_cosine(peak_lr, total_steps, warmup_steps, c.min_lr)
     weight_decay = (cosine_ramp(c.weight_decay, c.weight_decay_end, total_steps)
                     if c.weight_decay_end >= 0 else float(c.weight_decay))
-    decay_mask = _matrices_only if c.exclude_bias_and_norm else None
+    decay_mask = _weights_only if c.exclude_bias_and_norm else None
     scale_by_lr = _scale_by_lr(lr_schedule, peak_lr, constant_patterns)
     if multiplier_rules:
         scale_by_lr = optax.chain(scale_by_lr, scale_by_lr_multipliers(multiplier_rules))
@@ -145,7 +155,10 @@ def build_optimizer(
             *momentum,
             scale_by_lr,
         ]
-    clip = [optax.clip_by_global_norm(c.grad_clip)] if c.grad_clip > 0 else []
+    clip = []
+    if c.grad_clip > 0:
+        clip = [optax.clip_by_global_norm(c.grad_clip) if clip_mode == "global"
+                else clip_each_tensor(c.grad_clip)]
     optimizer = optax.chain(*clip, *recipe)
     if freeze_rules:
         optimizer = freeze_for_steps(optimizer, freeze_rules)
@@ -235,10 +248,26 @@ def scale_by_lr_multipliers(
                          for pattern, factor in rules))
 
 
-def _matrices_only(tree: PyTree) -> PyTree:
-    """True for params with 2+ dims: biases, norm scales and scalars (ndim <= 1)
-    get no weight decay and no LARS adaptation (SimCLR, BYOL, Barlow, DINO)."""
-    return jax.tree.map(lambda x: x.ndim > 1, tree)
+def clip_each_tensor(max_norm: float) -> optax.GradientTransformation:
+    """Each gradient tensor whose norm exceeds `max_norm` scaled by max_norm / (norm +
+    1e-6), the others untouched: DINO's and iBOT's `utils.clip_gradients`. Unlike
+    the global-norm clip, one large tensor does not shrink every other one's step.
+    (optax's `clip_by_block_rms` bounds the RMS, not the norm.)"""
+
+    def clip(g: jax.Array) -> jax.Array:
+        factor = max_norm / (jnp.linalg.norm(g.ravel()) + 1e-6)
+        return jnp.where(factor < 1, g * factor.astype(g.dtype), g)
+
+    return optax.stateless(lambda updates, params: jax.tree.map(clip, updates))
+
+
+def _weights_only(tree: PyTree) -> PyTree:
+    """False for biases and normalisation scales (`NOT_DECAYED_NAMES`), which get no
+    weight decay and no LARS adaptation; True for every other param (kernels,
+    embeddings, class and mask tokens, a learned weight-norm scale `g`), as the
+    official code of SimCLR, BYOL, Barlow Twins and DINO groups them."""
+    return jax.tree.map(lambda path: path.rsplit("/", 1)[-1] not in NOT_DECAYED_NAMES,
+                        param_paths(tree))
 
 
 def _epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:

@@ -160,12 +160,13 @@ def simsiam_sgd(config: ml_collections.ConfigDict, *, base_lr: float,
 
 def dino_optim(config: ml_collections.ConfigDict) -> None:
     """DINO's ViT optimisation (`main_dino.py` defaults): AdamW lr 0.0005 x B/256, 10
-    warmup epochs, cosine to 1e-6, weight decay cosine 0.04 -> 0.4 (matrices only),
-    clipping 3.0 (global norm here, per parameter in the reference), the head's last
-    layer frozen during the first epoch."""
+    warmup epochs, cosine to 1e-6, weight decay cosine 0.04 -> 0.4 (not on biases and
+    norms, `utils.get_params_groups`), each gradient tensor clipped to norm 3.0
+    (`utils.clip_gradients`), the head's last layer frozen during the first epoch."""
     config.optim.update(dict(
         name="adamw", base_lr=0.0005, lr_scaling="linear", min_lr=1e-6, warmup_epochs=10.0,
-        weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, exclude_bias_and_norm=True))
+        weight_decay=0.04, weight_decay_end=0.4, grad_clip=3.0, grad_clip_mode="per_tensor",
+        exclude_bias_and_norm=True))
     config.optim.frozen.last_layer = 1.0
 
 

@@ -70,6 +70,7 @@ def save(config: ml_collections.ConfigDict, workdir: str, *, write: bool = True)
     if fs.exists(saved):
         changes = differences(_flatten(fs.read_json(saved)), _flatten(_plain(config)))
         fixed = [change for change in changes if not _is_free(change[0])]
+        fixed.sort(key=lambda change: change[0] != "method.name")  # the telling one first
         if fixed:
             field, old, new = fixed[0]
             raise CheckpointError(

@@ -155,7 +155,7 @@ def make_train_step(run: Run):
         (loss, (method_state, metrics)), grads = grad_fn(
             state.params, state.method_state, batch, rng, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = method.project(optax.apply_updates(state.params, updates))
         method_state = method.after_update(params, method_state, state.step)
         metrics = {**metrics, "loss": loss, "lr": run.lr_schedule(state.step),
                    "grad_norm": optax.global_norm(grads)}

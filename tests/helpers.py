@@ -172,7 +172,7 @@ class StepsResult:
 def reference_steps(config, workdir: str, devices, steps: int = 2,
                     batches: list[dict] | None = None) -> StepsResult:
     """`steps` steps on one synthetic batch (or on `batches`, one per step), written
-    here from the `Method` contract (loss and gradient, optimizer update,
+    here from the `Method` contract (loss and gradient, optimizer update, `project`,
     `after_update`) rather than with `train.make_train_step`, so a mistake in the
     trainer's step does not also shape the reference."""
     run = train.prepare(config, workdir, mesh=sharding.make_mesh(devices))
@@ -184,7 +184,7 @@ def reference_steps(config, workdir: str, devices, steps: int = 2,
         (loss, (method_state, metrics)), grads = jax.value_and_grad(method.loss, has_aux=True)(
             state.params, state.method_state, batch, rng, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        params = method.project(optax.apply_updates(state.params, updates))
         method_state = method.after_update(params, method_state, state.step)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   method_state=method_state)

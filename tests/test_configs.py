@@ -38,3 +38,31 @@ def test_recipe_and_runlocal_check_and_prepare(name, tmp_path):
     assert run.length.steps_per_epoch == 60000 // runlocal.train.batch_size
     assert run.length.total_steps > 0
     assert type(run.method) is type(method)
+
+
+DINO_FAMILY = ("dino_resnet50.py", "dino_vitb.py", "dino_vits16.py", "dino_vits8.py",
+               "ibot_vits16.py")
+
+
+@pytest.mark.parametrize("name, field, value", [
+    # utils.clip_gradients: each tensor's norm to 3.0.
+    *[(name, "optim.grad_clip_mode", "per_tensor") for name in DINO_FAMILY],
+    # torchvision's default (DINO) and zero_init_residual=False (SwAV).
+    ("dino_resnet50.py", "model.zero_init_residual", False),
+    ("swav_resnet50.py", "model.zero_init_residual", False),
+    ("simclr_resnet50.py", "model.zero_init_residual", True),
+    # apex LARC over every parameter (main_swav.py), SwAV's own ResNet.
+    ("swav_resnet50.py", "optim.exclude_bias_and_norm", False),
+    ("swav_resnet18_cifar10.py", "optim.exclude_bias_and_norm", False),
+    ("swav_resnet18_cifar10.py", "model.zero_init_residual", False),
+    # DDP averages 16 GPUs' shares of the gradient (barlowtwins main.py).
+    ("barlow_twins_resnet50.py", "method.loss_scale", 1 / 16),
+    # tf2 add_contrastive_loss: mean(loss_a + loss_b).
+    ("simclr_resnet50.py", "method.loss_scale", 2.0),
+    ("simclr_resnet18_cifar10.py", "method.loss_scale", 2.0),
+])
+def test_recipe_takes_its_official_codes_choice(name, field, value):
+    config = load_config(f"configs/{name}")
+    for key in field.split("."):
+        config = config[key]
+    assert config == value

@@ -136,6 +136,12 @@ def test_resnet_init():
     block = variables["params"]["stage2_block1"]
     assert jnp.all(block["bn2"]["scale"] == 0)  # each block starts as the identity
     assert jnp.all(block["bn1"]["scale"] == 1) and jnp.all(block["proj_bn"]["scale"] == 1)
+    # zero_init_residual=False (torchvision's default; DINO's and SwAV's ResNets): all ones.
+    model = build_backbone(model_config(name="resnet50", stem="cifar", width=8,
+                                        zero_init_residual=False), image_size=16)
+    scales = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(
+        init(model, images(), train=False)["params"]) if path[-1].key == "scale"]
+    assert len(scales) == 1 + 16 * 3 + 4 and all(jnp.all(scale == 1) for scale in scales)
     # He-normal, fan_out: std sqrt(2 / (3 * 3 * 16)) for the 3x3 conv to 16 channels.
     np.testing.assert_allclose(np.std(block["conv2"]["kernel"]), np.sqrt(2 / (9 * 16)),
                                rtol=0.1)

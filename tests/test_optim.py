@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 import pytest
+from helpers import synthetic_batch, tiny_config
 
+from sslx import methods
 from sslx.config_defaults import base_config
 from sslx.errors import ConfigError
+from sslx.methods.base import TrainLength
 from sslx.optim import (
     LARS_TRUST_COEFFICIENT,
     build_optimizer,
@@ -276,3 +280,55 @@ def test_regex_matching_no_param_fails_at_init(field):
     with pytest.raises(ConfigError, match=rf"config\.optim\.{field}: regex 'predictor' matches "
                                           r"no parameter; param paths look like: head/bias"):
         jax.eval_shape(opt.init, PARAMS)
+
+
+def test_decay_mask_over_a_dino_vit_reaches_no_bias_and_every_weight():
+    """DINO's recipe on its ViT (learned last-layer scale `g`): with a zero gradient,
+    AdamW's update is -lr * wd * w exactly where weight decay reaches. Official
+    `get_params_groups` exempts every bias (Flax's attention biases are 2-D) and
+    norm parameter, and decays everything else, the weight-norm scale included."""
+    config = tiny_config("configs/dino_vits16.py", **{"model.name": "vit_t",
+                                                      "model.patch_size": 4,
+                                                      "method.norm_last_layer": False})
+    method = methods.build(config, TrainLength(total_steps=10, steps_per_epoch=5))
+    batch = jax.tree.map(jnp.asarray, synthetic_batch(config))
+    params, _ = method.init(jax.random.PRNGKey(0), batch)
+    c = config.optim
+    c.unlock()
+    c.update(weight_decay=0.1, weight_decay_end=-1.0, warmup_epochs=0.0, frozen={})
+    opt, schedule = build(c)
+    updates = update_at(opt, 0, jax.tree.map(jnp.zeros_like, params), params)
+    lr, paths = float(schedule(0)), jax.tree.leaves(param_paths(params))
+    decayed = dict(zip(paths, jax.tree.leaves(updates), strict=True))
+    names = {path.rsplit("/", 1)[-1] for path in paths}
+    assert {"bias", "scale", "kernel", "g", "pos_embedding", "cls_token"} <= names
+    assert any(np.ndim(update) == 2 for path, update in decayed.items()
+               if path.endswith("query/bias"))
+    for path, w in zip(paths, jax.tree.leaves(params), strict=True):
+        exempt = path.rsplit("/", 1)[-1] in ("bias", "scale")
+        np.testing.assert_allclose(decayed[path], 0.0 if exempt else -lr * 0.1 * np.asarray(w),
+                                   rtol=1e-5, atol=1e-9, err_msg=path)
+
+
+@pytest.mark.parametrize("mode", ["global", "per_tensor"])
+def test_gradient_clipping(mode):
+    """SGD without momentum or decay, clip 1.0: per tensor (DINO's clip_gradients),
+    the tensor of norm 10 is scaled to norm 1 and the small ones are untouched;
+    globally, every tensor is scaled by 1 / the global norm."""
+    lr = 0.1
+    opt, _ = build(optim_config(name="sgd", base_lr=lr, momentum=0.0, weight_decay=0.0,
+                                grad_clip=1.0, grad_clip_mode=mode))
+    unit = jax.tree.map(lambda g: g / np.linalg.norm(g), GRADS)
+    grads = {"layer": {"kernel": 10 * unit["layer"]["kernel"],
+                       "bias": 0.1 * unit["layer"]["bias"]},
+             "head": jax.tree.map(lambda g: 0.2 * g, unit["head"])}
+    global_norm = float(optax.global_norm(grads))
+    scale = (lambda g: min(1.0, 1.0 / (np.linalg.norm(g) + 1e-6))) if mode == "per_tensor" \
+        else (lambda g: 1.0 / global_norm)
+    expected = jax.tree.map(lambda g: -lr * scale(g) * g, grads)
+    assert_tree_close(update_at(opt, 0, grads), expected)
+
+
+def test_bad_grad_clip_mode_is_named():
+    with pytest.raises(ConfigError, match=r"config\.optim\.grad_clip_mode='norm'.*per_tensor"):
+        build(optim_config(grad_clip=1.0, grad_clip_mode="norm"))

@@ -49,7 +49,9 @@ def test_loss_is_nt_xent_of_the_projections_of_both_views_in_one_batch():
     z = np.asarray(outputs["projection"])
     z_a, z_b = z[:16], z[16:]
     temperature = config.method.temperature
-    np.testing.assert_allclose(loss, _nt_xent(z_a, z_b, temperature), rtol=1e-5)
+    # At the official scale: tf2's mean(loss_a + loss_b), twice the mean over 2N anchors.
+    assert config.method.loss_scale == 2.0
+    np.testing.assert_allclose(loss, 2 * _nt_xent(z_a, z_b, temperature), rtol=1e-5)
     unit = z_a / np.linalg.norm(z_a, axis=1, keepdims=True)
     np.testing.assert_allclose(metrics["embedding_std"], unit.std(0).mean(), rtol=1e-4)
     # The running BatchNorm statistics are those of that one call on both views.
@@ -60,12 +62,13 @@ def test_loss_is_nt_xent_of_the_projections_of_both_views_in_one_batch():
     separate = [method.network().apply({"params": params, **state}, v, train=True,
                                      mutable=["batch_stats"])[0]["projection"]
                 for v in batch["views"]]
-    assert abs(_nt_xent(*map(np.asarray, separate), temperature) - float(loss)) > 1e-4
+    assert abs(2 * _nt_xent(*map(np.asarray, separate), temperature) - float(loss)) > 1e-4
 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"views.global_crops.count": 3}, "exactly 2 views"),
     ({"method.temperature": 0.0}, r"config\.method\.temperature=0\.0"),
+    ({"method.loss_scale": -1.0}, r"config\.method\.loss_scale=-1\.0"),
 ])
 def test_config_checks(overrides, message):
     with pytest.raises(ConfigError, match=message):

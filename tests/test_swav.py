@@ -13,7 +13,6 @@ from sslx import losses, methods
 from sslx.methods.base import TrainLength
 from sslx.methods.common import forward
 from sslx.methods.swav import push
-from sslx.models.heads import normalize_prototypes
 
 RECIPE = "configs/swav_resnet50.py"
 
@@ -31,12 +30,40 @@ def loss_of(method, params, state, batch, step):
     return method.loss(params, state, batch, jax.random.PRNGKey(1), jnp.asarray(step))
 
 
-def test_loss_is_invariant_to_prototype_scale():
+def test_head_sees_all_crops_in_one_batchnorm_batch():
+    """The official `forward_head(torch.cat(features))`: the projector's BatchNorm
+    normalises the 2 global and the local crops together; heads run per crop size
+    would give other scores, hence another loss."""
     method, params, state, batch = build(**{"method.queue_length": 0})
-    scaled = jax.tree_util.tree_map_with_path(
-        lambda path, x: x * 7.0 if path[-1].key == "prototypes" else x, params)
-    np.testing.assert_allclose(loss_of(method, scaled, state, batch, 0)[0],
-                               loss_of(method, params, state, batch, 0)[0], rtol=1e-5)
+    assert len({view.shape[1] for view in batch["views"]}) == 2  # two crop sizes
+    loss, (new_state, _) = loss_of(method, params, state, batch, 0)
+    scores = [o["scores"] for o in method_scores(method, params, state, batch)]
+    np.testing.assert_allclose(loss, losses.swav_loss(scores, num_assign_crops=2), rtol=1e-5)
+    per_size, _ = forward(method.network(), params, state["batch_stats"], batch["views"],
+                          train=True)
+    other = losses.swav_loss([o["scores"] for o in per_size], num_assign_crops=2)
+    assert abs(float(other) - float(loss)) > 1e-4
+    assert set(new_state["batch_stats"]) == {"backbone", "projector"}
+
+
+def test_prototypes_are_unit_rows_after_every_update_and_their_gradient_is_not_projected():
+    """As the official code rewrites the prototypes to unit rows before each forward:
+    the loss uses the stored rows, so their gradient keeps its radial part, and
+    `project` (run by the trainer after each update) restores unit rows."""
+    method, params, state, batch = build(**{"method.queue_length": 0})
+    grads = jax.grad(lambda p: loss_of(method, p, state, batch, 0)[0])(params)
+    rows, grad = params["prototypes"]["prototypes"], grads["prototypes"]["prototypes"]
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=-1), 1.0, rtol=1e-6)
+    radial = np.sum(np.asarray(rows) * np.asarray(grad), axis=-1)
+    assert np.abs(radial).max() > 1e-3 * np.linalg.norm(grad, axis=-1).max()
+    stepped = jax.tree.map(lambda w, g: w - 0.5 * g, params, grads)
+    projected = method.project(stepped)
+    np.testing.assert_allclose(
+        np.linalg.norm(projected["prototypes"]["prototypes"], axis=-1), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(projected["prototypes"]["prototypes"],
+                               unit_rows(stepped["prototypes"]["prototypes"]), rtol=1e-6)
+    for part in ("backbone", "projector"):
+        assert jax.tree.all(jax.tree.map(np.array_equal, projected[part], stepped[part]))
 
 
 def test_codes_carry_no_gradient():
@@ -82,8 +109,7 @@ def test_queue_fills_from_its_start_and_is_used_once_full():
     assert abs(float(used) - float(before)) > 1e-4
     expected = losses.swav_loss(
         [o["scores"] for o in method_scores(method, params, state, batch)], num_assign_crops=2,
-        queue_scores=jnp.einsum("aqd,kd->aqk", noisy["queue"],
-                                unit_rows(params["prototypes"]["prototypes"])))
+        queue_scores=jnp.einsum("aqd,kd->aqk", noisy["queue"], params["prototypes"]["prototypes"]))
     np.testing.assert_allclose(used, expected, rtol=1e-5)
 
 
@@ -92,7 +118,18 @@ def unit_rows(x):
 
 
 def method_scores(method, params, state, batch):
-    outputs, _ = forward(method.network(), normalize_prototypes(params), state["batch_stats"],
-                         batch["views"], train=True, rng=jax.random.PRNGKey(1))
-    return outputs
+    """Outputs per crop, computed here: the backbone on each crop size's views, then
+    the heads once on every crop's features."""
+    network, variables = method.network(), {"params": params, "batch_stats": state["batch_stats"]}
+    features = {}
+    for size in sorted({view.shape[1] for view in batch["views"]}):
+        same = [i for i, view in enumerate(batch["views"]) if view.shape[1] == size]
+        out, _ = network.apply(variables, jnp.concatenate([batch["views"][i] for i in same]),
+                               train=True, features_only=True, mutable=["batch_stats"])
+        features.update(zip(same, jnp.split(out["features"], len(same)), strict=True))
+    heads, _ = network.apply(variables, jnp.concatenate([features[i] for i in sorted(features)]),
+                             train=True, from_features=True, mutable=["batch_stats"])
+    b = len(batch["views"][0])
+    return [{key: value[i * b:(i + 1) * b] for key, value in heads.items()}
+            for i in range(len(features))]
 

@@ -104,6 +104,12 @@ class Method(abc.ABC):
         The batch is the global batch: statistics over it (negatives, BatchNorm,
         centers) are global across devices and hosts by construction."""
 
+    def project(self, params: PyTree) -> PyTree:
+        """The params an optimizer update produced, put back where the method keeps
+        them (SwAV's unit prototype rows); identity by default. The trainer applies
+        it after every update, before `after_update`."""
+        return params
+
     def after_update(self, params: PyTree, state: PyTree, step: jax.Array) -> PyTree:
         """State update after the optimizer has produced the new `params`
         (EMA teachers). `step` is the step that was just taken."""

@@ -19,14 +19,20 @@ from sslx.methods.common import TwoViewMethod
 from sslx.models import heads
 
 # configs/simclr_resnet50.py (Chen et al. 2020, Sec. 4 and Appendix B.9).
-DEFAULTS = dict(temperature=0.1, projector_layers=2, projector_hidden_dim=2048,
-                projector_dim=128)
+DEFAULTS = dict(temperature=0.1, loss_scale=2.0, projector_layers=2,
+                projector_hidden_dim=2048, projector_dim=128)
 
 
 @register("simclr", defaults=DEFAULTS)
 class SimCLR(TwoViewMethod):
-    """Config: `method.temperature`, `method.projector_layers` (2 = SimCLR v1,
-    3 = SimCLR v2), `method.projector_hidden_dim`, `method.projector_dim`."""
+    """Config: `method.temperature`, `method.loss_scale`, `method.projector_layers`
+    (2 = SimCLR v1, 3 = SimCLR v2), `method.projector_hidden_dim`,
+    `method.projector_dim`.
+
+    The loss is `loss_scale` x `losses.nt_xent` (the mean over the 2N anchors).
+    The official code (tf2 `add_contrastive_loss`) returns mean(loss_a + loss_b)
+    over the N images, twice that: the default 2.0 matches it, which matters for
+    the steps of the parameters LARS does not adapt (biases, BatchNorm)."""
 
     views_share_batch_norm = True
 
@@ -35,6 +41,8 @@ class SimCLR(TwoViewMethod):
         if not self.config.temperature > 0:
             raise ConfigError(f"config.method.temperature={self.config.temperature} "
                               "must be > 0")
+        if not self.config.loss_scale > 0:
+            raise ConfigError(f"config.method.loss_scale={self.config.loss_scale} must be > 0")
 
     def heads(self) -> dict[str, nn.Module]:
         cfg = self.config
@@ -47,6 +55,6 @@ class SimCLR(TwoViewMethod):
              step: jax.Array) -> LossOutput:
         outputs, batch_stats = self.forward_views(params, state, batch["views"], rng)
         z_a, z_b = (out["projection"] for out in outputs)
-        loss = losses.nt_xent(z_a, z_b, self.config.temperature)
+        loss = self.config.loss_scale * losses.nt_xent(z_a, z_b, self.config.temperature)
         metrics = {"embedding_std": losses.embedding_std(z_a)}
         return loss, ({"batch_stats": batch_stats}, metrics)

@@ -1,18 +1,18 @@
 """SwAV (Caron et al. 2020): swapped prediction of Sinkhorn codes over prototypes.
 
-Each crop goes backbone -> projector -> l2-normalise -> scores against K unit
-prototypes. For each of the first `num_assign_crops` crops (the global crops),
-Sinkhorn-Knopp over the global batch turns its scores into soft codes (a
-constant: no gradient flows through the codes); every other crop predicts them
-with a softmax at `temperature` (`losses.swav_loss`).
+Each crop goes through the backbone (one call per crop resolution), then the
+features of all crops together through projector -> l2-normalise -> scores
+against K unit prototypes: the projector's BatchNorm sees every crop in one
+batch, as the official `forward_head` on the concatenated features. For each
+of the first `num_assign_crops` crops (the global crops), Sinkhorn-Knopp over
+the global batch turns its scores into soft codes (a constant: no gradient
+flows through the codes); every other crop predicts them with a softmax at
+`temperature` (`losses.swav_loss`).
 
-Prototypes are normalised *inside the forward*: the loss sees
-`normalize_prototypes(params)`. The official code instead rewrites the weights
-to unit norm before each forward; both give the same loss and codes at every
-step (the loss is invariant to the prototype params' norms), while gradients
-here flow through the normalisation (weight-normalisation style: the radial
-component of the prototype gradient is removed). This keeps prototypes in
-`params` without a hook that edits params after the optimizer.
+Prototypes are born with unit rows and put back to unit rows after every
+optimizer update (`project`), as the official code rewrites them before each
+forward: the loss sees the stored rows themselves, so their gradient keeps its
+radial part, and the optimizer (LARS, weight decay) acts on unit rows.
 
 Queue (`method.queue_length` > 0): past projections of each assigned crop,
 newest first, in method state [num_assign_crops, Q, D]. It is filled (FIFO,
@@ -27,10 +27,12 @@ in its distributed Sinkhorn: the same thing).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sslx import losses
 from sslx.errors import ConfigError
@@ -44,7 +46,8 @@ class SwAVNetwork(nn.Module):
     """backbone -> projector -> l2-normalise -> prototype scores.
 
     Returns `{'features', 'projection' (unit rows), 'scores' [B, K]}`; params
-    `backbone`, `projector`, `prototypes/prototypes` [K, D]."""
+    `backbone`, `projector`, `prototypes/prototypes` [K, D]. `from_features=True`
+    takes backbone features as `x` and runs the heads alone."""
 
     backbone: nn.Module
     projector: nn.Module
@@ -52,9 +55,9 @@ class SwAVNetwork(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool,
-                 features_only: bool = False) -> dict[str, jax.Array]:
-        features = self.backbone(x, train=train)
+    def __call__(self, x: jax.Array, *, train: bool, features_only: bool = False,
+                 from_features: bool = False) -> dict[str, jax.Array]:
+        features = x if from_features else self.backbone(x, train=train)
         if features_only:
             return {"features": features}
         projection = heads.l2_normalize(self.projector(features, train=train))
@@ -121,12 +124,31 @@ class SwAV(Method):
                 (cfg.num_assign_crops, cfg.queue_length, cfg.projector_dim), jnp.float32)
         return params, state
 
+    def project(self, params: PyTree) -> PyTree:
+        """Unit prototype rows after every update."""
+        return heads.normalize_prototypes(params)
+
+    def forward_crops(self, params: PyTree, batch_stats: PyTree, views: Sequence[jax.Array],
+                      rng: jax.Array) -> tuple[list[dict[str, jax.Array]], PyTree]:
+        """Backbone features per crop resolution, then the heads once over all crops
+        (one BatchNorm batch): `(outputs per crop, new batch_stats)`."""
+        network = self.network()
+        features, batch_stats = forward(network, params, batch_stats, views, train=True,
+                                        rng=rng, features_only=True)
+        features = [out["features"] for out in features]
+        outputs, updates = network.apply(
+            {"params": params, "batch_stats": batch_stats}, jnp.concatenate(features),
+            train=True, from_features=True, mutable=["batch_stats"])
+        ends = np.cumsum([len(f) for f in features])[:-1]
+        per_crop = [dict(zip(outputs, parts, strict=True)) for parts in
+                    zip(*(jnp.split(value, ends) for value in outputs.values()), strict=True)]
+        return per_crop, updates["batch_stats"]
+
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
         cfg = self.config
-        params = heads.normalize_prototypes(params)
-        outputs, batch_stats = forward(self.network(), params, state["batch_stats"],
-                                       batch["views"], train=True, rng=rng)
+        outputs, batch_stats = self.forward_crops(params, state["batch_stats"],
+                                                  batch["views"], rng)
         scores = [out["scores"].astype(jnp.float32) for out in outputs]
         swav = dict(num_assign_crops=cfg.num_assign_crops, temperature=cfg.temperature,
                     epsilon=cfg.epsilon, iterations=cfg.sinkhorn_iterations)

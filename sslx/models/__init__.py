@@ -56,7 +56,8 @@ def _resnet(stage_sizes: tuple[int, ...], bottleneck: bool) -> _Backbone:
             raise ConfigError(
                 f"config.model.name={config.name!r}: masked-image methods need a ViT backbone"
             )
-        return ResNet(stage_sizes, bottleneck, width=config.width, stem=config.stem, dtype=dtype)
+        return ResNet(stage_sizes, bottleneck, width=config.width, stem=config.stem,
+                      zero_init_residual=config.zero_init_residual, dtype=dtype)
 
     return _Backbone(
         make, lambda config: ResNet(stage_sizes, bottleneck, width=config.width).feature_dim

@@ -24,12 +24,14 @@ conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 class ResidualBlock(nn.Module):
     """Basic (two 3x3) or bottleneck (1x1, 3x3, 1x1; v1.5: stride on the 3x3)
-    block. The last BN scale starts at zero so every block starts as the
-    identity, which stabilises large-batch training (Goyal et al. 2017)."""
+    block. With `zero_init_residual` the last BN scale starts at zero, so every
+    block starts as the identity, which stabilises large-batch training (Goyal et
+    al. 2017; torchvision's `zero_init_residual=True`, as most SSL recipes use)."""
 
     channels: int
     strides: int
     bottleneck: bool
+    zero_init_residual: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -54,7 +56,8 @@ class ResidualBlock(nn.Module):
             last = i == len(layers) - 1
             y = conv(width, (kernel, kernel), (stride, stride), padding=kernel // 2,
                      name=f"conv{i + 1}")(y)
-            y = norm(scale_init=nn.initializers.zeros if last else nn.initializers.ones,
+            zero = last and self.zero_init_residual
+            y = norm(scale_init=nn.initializers.zeros if zero else nn.initializers.ones,
                      name=f"bn{i + 1}")(y)
             if not last:
                 y = nn.relu(y)
@@ -72,6 +75,7 @@ class ResNet(nn.Module):
     bottleneck: bool = False
     width: int = 64
     stem: str = "imagenet"
+    zero_init_residual: bool = True
     dtype: Any = jnp.float32
 
     @property
@@ -99,6 +103,7 @@ class ResNet(nn.Module):
                     channels=self.width * 2**stage,
                     strides=2 if stage > 0 and block == 0 else 1,
                     bottleneck=self.bottleneck,
+                    zero_init_residual=self.zero_init_residual,
                     dtype=self.dtype,
                     name=f"stage{stage + 1}_block{block + 1}",
                 )(x, train=train)
