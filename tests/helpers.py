@@ -218,17 +218,21 @@ def trainer_steps(config, workdir: str, devices, steps: int = 2) -> StepsResult:
     return StepsResult(init, jax.device_get(state), metrics, grads)
 
 
-def assert_tree_close(got, want, what: str, rtol: float) -> None:
+def assert_tree_close(got, want, what: str, rtol: float,
+                      skip: frozenset[str] = frozenset()) -> None:
     """Leaf by leaf, ||got - want|| <= rtol * (||want|| + 1e-2 * the largest leaf norm);
-    integer leaves exactly equal. The floor is for leaves that are rounding noise, whose
-    value depends on the order of a sum: the gradient of a bias that BatchNorm removes or
-    of an attention key bias (softmax ignores it), and Adam's lr * sign of that noise."""
+    integer leaves exactly equal; leaves at the paths in `skip` (`keystr`) not compared.
+    The floor is for leaves that are rounding noise, whose value depends on the order
+    of a sum: the gradient of a bias that BatchNorm removes or of an attention key
+    bias (softmax ignores it)."""
     paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_leaves_with_path(want)]
     got_leaves, want_leaves = jax.tree.leaves(got), jax.tree.leaves(want)
     assert len(got_leaves) == len(want_leaves), what
     norms = [float(np.linalg.norm(np.asarray(w).astype(np.float64))) for w in want_leaves]
     floor = 1e-2 * rtol * max(norms, default=0.0)
     for path, g, w, norm in zip(paths, got_leaves, want_leaves, norms, strict=True):
+        if path in skip:
+            continue
         g, w = np.asarray(g), np.asarray(w)
         assert g.shape == w.shape, f"{what}{path}: shape {g.shape} != {w.shape}"
         if not np.issubdtype(w.dtype, np.inexact):
@@ -237,6 +241,18 @@ def assert_tree_close(got, want, what: str, rtol: float) -> None:
         error = float(np.linalg.norm(g.astype(np.float64) - w))
         assert error <= rtol * norm + floor, (
             f"{what}{path}: |got - want| = {error:.3g}, |want| = {norm:.3g}")
+
+
+def rounding_noise(grads) -> frozenset[str]:
+    """Paths of the params whose gradient is rounding noise, below 1e-6 of the largest
+    leaf's: an attention key bias (softmax ignores it). Adam divides that noise by its
+    own size, so the update of such a param is a full-size step whose sign depends on
+    the order of a sum, and differs between 1 and 8 devices: their changes are not
+    compared (their gradients are, at the floor of `assert_tree_close`)."""
+    norms = {jax.tree_util.keystr(path): float(np.linalg.norm(np.asarray(g, np.float64)))
+             for path, g in jax.tree_util.tree_leaves_with_path(grads)}
+    largest = max(norms.values(), default=0.0)
+    return frozenset(path for path, norm in norms.items() if norm <= 1e-6 * largest)
 
 
 def _delta(after, before):
@@ -280,7 +296,8 @@ def assert_sharded_step_matches(config, tmp_path) -> StepsResult:
     for part in ("params", "opt_state", "method_state"):
         assert_tree_close(_delta(getattr(eight.final, part), getattr(eight.init, part)),
                           _delta(getattr(one.final, part), getattr(one.init, part)),
-                          f"change of {part}", rtol=1e-2)
+                          f"change of {part}", rtol=1e-2,
+                          skip=rounding_noise(one.grads) if part == "params" else frozenset())
     return one
 
 
@@ -369,4 +386,5 @@ def assert_run_matches_reference(config, workdir: str, batches: list[dict],
     for part in ("params", "opt_state", "method_state"):
         assert_tree_close(_delta(getattr(saved, part), getattr(one.init, part)),
                           _delta(getattr(one.final, part), getattr(one.init, part)),
-                          f"change of {part}", rtol=1e-2)
+                          f"change of {part}", rtol=1e-2,
+                          skip=rounding_noise(one.grads) if part == "params" else frozenset())
