@@ -15,9 +15,9 @@ grayscale p 0.2, blur p 0.5. No queue: the official script's 3840-entry queue is
 down to a multiple of the global batch, i.e. to 0, at batch 4096. Differences: warmup
 starts at 0 (official: 0.3); the queue is used as soon as it is full, at any size. The
 small-batch recipe (Appendix A, `swav_200ep_bs256_pretrain.sh`):
-`--config.train.batch_size=256 --config.method.queue_length=3840
---config.method.queue_start_epoch=15 --config.method.epsilon=0.03
---config.optim.min_lr=0.0006 --config.optim.warmup_epochs=0 --config.train.epochs=200`.
+`--config.train.batch_size=256 --config.optim.base_lr=0.6 --config.method.queue_length=3840
+--config.method.queue_start_epoch=15 --config.optim.min_lr=0.0006
+--config.optim.warmup_epochs=0 --config.train.epochs=200`.
 `:runlocal` shrinks it to a CPU run on Fashion-MNIST (2x28 + 4x12 crops, 100 prototypes,
 a 512-entry queue) with the same losses, augmentations and optimizer.
 """
