@@ -32,7 +32,6 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sslx import losses
 from sslx.errors import ConfigError
@@ -131,18 +130,13 @@ class SwAV(Method):
     def forward_crops(self, params: PyTree, batch_stats: PyTree, views: Sequence[jax.Array],
                       rng: jax.Array) -> tuple[list[dict[str, jax.Array]], PyTree]:
         """Backbone features per crop resolution, then the heads once over all crops
-        (one BatchNorm batch): `(outputs per crop, new batch_stats)`."""
+        (their features share one shape, so `forward` makes them one call and one
+        BatchNorm batch): `(outputs per crop, new batch_stats)`."""
         network = self.network()
         features, batch_stats = forward(network, params, batch_stats, views, train=True,
                                         rng=rng, features_only=True)
-        features = [out["features"] for out in features]
-        outputs, updates = network.apply(
-            {"params": params, "batch_stats": batch_stats}, jnp.concatenate(features),
-            train=True, from_features=True, mutable=["batch_stats"])
-        ends = np.cumsum([len(f) for f in features])[:-1]
-        per_crop = [dict(zip(outputs, parts, strict=True)) for parts in
-                    zip(*(jnp.split(value, ends) for value in outputs.values()), strict=True)]
-        return per_crop, updates["batch_stats"]
+        return forward(network, params, batch_stats, [out["features"] for out in features],
+                       train=True, from_features=True)
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
