@@ -14,7 +14,8 @@ head 2048-2048-256 -> K = 65536 with its last layer frozen for the first epoch, 
 momentum 0.996 -> 1, student temperature 0.1, teacher 0.04 -> 0.07 over 30 epochs,
 center momentum 0.9. Global crops 224 px, scale (0.4, 1), blur p 1.0 / 0.1, solarize
 p 0 / 0.2; local crops 96 px, scale (0.05, 0.4), blur p 0.5; colour jitter
-(0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2 on all.
+(0.4, 0.4, 0.2, 0.1) p 0.8, grayscale p 0.2 on all; crops resized bicubically, PIL's
+blur. The teacher temperature changes once per epoch.
 
 `:runlocal` trains a 4-block ViT-T/4 on Fashion-MNIST (2x28 + 4x12 px crops, head
 512-512-128 -> 1024) with the same recipe for 70 steps of 128 (see `sslx.recipes.dino_runlocal`).

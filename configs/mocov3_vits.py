@@ -9,7 +9,8 @@ key-encoder momentum 0.99 -> 1 (cosine). Fixed 2-D sin-cos position embedding an
 frozen random patch projection (Sec. 5, "stop-grad-conv1"). Projector: 3 Dense layers
 4096-4096-256, BN after each (the last without affine); predictor Dense 4096 - BN - ReLU -
 Dense 256 - BN (no affine); all Dense bias-free. Views: BYOL's asymmetric recipe with
-crop scale 0.08-1. (The official ViT-S has 12 heads; sslx's ViT-S has DeiT's 6.)
+crop scale 0.08-1. The ViT as `vits.py` builds it: 12 attention heads (DeiT's ViT-S
+has 6), Xavier-uniform Linears (q, k, v each its own matrix), class token N(0, 1e-6^2).
 `:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe
 (narrower heads, fewer steps).
 """
@@ -21,9 +22,12 @@ from sslx.config_defaults import base_config, with_variant
 def get_config(arg=None, model: str = "vit_s"):
     config = base_config(method="mocov3")
     recipes.imagenet(config, model, batch_size=4096, epochs=300.0)
-    config.views.global_crops = recipes.byol_views(224)
+    config.views.global_crops = recipes.byol_views(224, crop_resize="bilinear",
+                                                  blur_kernel="three_sigma")
     config.model.patch_size = 16
     config.model.pos_embedding = "sincos"
+    config.model.num_heads = 12
+    config.model.vit_init = "xavier"
     config.method.temperature = 0.2
     config.method.projector_layers = 3
     config.method.predictor_output_norm = True

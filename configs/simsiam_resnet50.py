@@ -4,10 +4,11 @@ Representation Learning", Sec. 3 and Appendix A; 100 epochs, 68.1% linear top-1)
     python -m sslx.main --config=configs/simsiam_resnet50.py --workdir=gs://BUCKET/simsiam_r50
 
 Batch 512, SGD momentum 0.9, lr 0.05 x B/256, wd 1e-4 on every parameter (PyTorch SGD),
-cosine without warmup, 100 epochs; the predictor keeps the initial lr ("fix_lr", Sec. 4.2).
+cosine without warmup set once per epoch, 100 epochs; the predictor keeps the initial
+lr ("fix_lr", Sec. 4.2).
 Projector: 3 x (Dense 2048 - BN), ReLU between, output BN without affine; predictor:
 Dense 512 - BN - ReLU - Dense 2048. Views: crop 0.2-1, colour jitter (0.4, 0.4, 0.4, 0.1)
-p 0.8, grayscale p 0.2, blur p 0.5, flip; both views alike.
+p 0.8, grayscale p 0.2, PIL's blur p 0.5, flip; both views alike.
 `:runlocal` shrinks it to a CPU run on Fashion-MNIST with the same recipe
 (narrower heads, fewer steps).
 """

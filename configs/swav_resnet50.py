@@ -29,8 +29,10 @@ from sslx.config_defaults import base_config, with_variant
 def get_config(arg=None):
     config = base_config(method="swav")
     recipes.imagenet(config, "resnet50", batch_size=4096, epochs=800.0)
-    config.views.global_crops = recipes.simclr_views(224, crop_scale=(0.14, 1.0))
-    config.views.local_crops = recipes.simclr_views(96, count=6, crop_scale=(0.05, 0.14))
+    config.views.global_crops = recipes.simclr_views(224, crop_scale=(0.14, 1.0),
+                                                     crop_resize="bilinear")
+    config.views.local_crops = recipes.simclr_views(96, count=6, crop_scale=(0.05, 0.14),
+                                                    crop_resize="bilinear")
     recipes.lars(config, base_lr=0.3, weight_decay=1e-6, min_lr=0.0048)
     config.optim.exclude_bias_and_norm = False
     config.model.zero_init_residual = False

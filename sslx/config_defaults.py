@@ -34,8 +34,8 @@ def view_group(count: int = 2, size: int = 224, **fields) -> ml_collections.Conf
     A per-crop field (a float: probabilities, jitter strengths) may instead be a
     tuple with one value per crop (asymmetric recipes: BYOL blur (1.0, 0.1)), also
     on the command line (`--config.views.global_crops.blur_prob='(1.0,0.1)'` or
-    `=0.5`); the (low, high) ranges (crop_scale, blur_sigma, ...) are shared by the
-    group's crops."""
+    `=0.5`); the (low, high) ranges (crop_scale, blur_sigma, ...) and the named
+    choices (crop_resize, blur_kernel) are shared by the group's crops."""
     from sslx.data import augment  # here: the data package imports TensorFlow
 
     unknown = sorted(set(fields) - set(augment.FIELDS))
@@ -93,6 +93,8 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         zero_init_residual=True,           # resnet: each block's last BN scale starts at 0
         patch_size=16,                     # vit
         depth=0,                           # vit blocks; 0 = the variant's (12)
+        num_heads=0,                       # vit attention heads; 0 = the variant's
+        vit_init="trunc_normal",           # vit: trunc_normal (DINO, timm) | xavier (MoCo v3)
         pos_embedding="learned",           # vit: learned | sincos
         drop_path=0.0,                     # vit stochastic depth rate
     ))
@@ -104,6 +106,7 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         lr_scaling="linear",               # linear: x B/256 | sqrt: x sqrt(B/256) | none
         min_lr=0.0,                        # cosine floor
         warmup_epochs=10.0,
+        lr_per_epoch=False,                # True: the lr changes once per epoch (SimSiam)
         weight_decay=1e-6,
         weight_decay_end=-1.0,             # >= 0: cosine schedule from weight_decay to this
         momentum=0.9,

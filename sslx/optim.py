@@ -8,6 +8,8 @@ the learning-rate schedule (for logging). The chain, outermost first:
       recipe:
         lars   add_decayed_weights -> masked(scale_by_trust_ratio) -> lr -> trace
         adamw  scale_by_adam -> add_decayed_weights (decoupled) -> lr
+               (with `frozen`, a separate Adam per freeze length that starts
+               counting when its freeze ends: `adam_counting_from_unfreezing`)
         sgd    add_decayed_weights (L2, PyTorch semantics) -> trace -> lr
 
 where `lr` is `scale_by_learning_rate(schedule)`, or, with `constant_lr`, an
@@ -46,7 +48,7 @@ import jax.numpy as jnp
 import optax
 
 from sslx.errors import ConfigError, close_matches
-from sslx.schedules import cosine_ramp, warmup_cosine
+from sslx.schedules import cosine_ramp, per_epoch, warmup_cosine
 
 PyTree = Any
 
@@ -127,6 +129,8 @@ def build_optimizer(
                                       lambda factor: factor > 0)
 
     lr_schedule = warmup_cosine(peak_lr, total_steps, warmup_steps, c.min_lr)
+    if c.lr_per_epoch:
+        lr_schedule = per_epoch(lr_schedule, steps_per_epoch)
     weight_decay = (cosine_ramp(c.weight_decay, c.weight_decay_end, total_steps)
                     if c.weight_decay_end >= 0 else float(c.weight_decay))
     decay_mask = _weights_only if c.exclude_bias_and_norm else None
@@ -144,8 +148,9 @@ def build_optimizer(
             *momentum,
         ]
     elif name == "adamw":
+        adam = optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=ADAM_EPS)
         recipe = [
-            optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=ADAM_EPS),
+            adam_counting_from_unfreezing(adam, freeze_rules) if freeze_rules else adam,
             optax.add_decayed_weights(weight_decay, mask=decay_mask),
             scale_by_lr,
         ]
@@ -181,21 +186,16 @@ def freeze_for_steps(
     While frozen, `inner` sees a zero gradient and a zero param for the leaf, so
     no weight decay flows into momentum and its moments stay zero, as if the
     param had no gradient in PyTorch (DINO's last layer, SwAV's prototypes); the
-    frozen gradient does not count in the clipping norm either. Only Adam's shared
-    step count still advances. `n = 2**31 - 1` is frozen for any run length."""
-
-    def frozen_steps(tree: PyTree) -> PyTree:
-        paths = param_paths(tree)
-        _check_patterns_match("frozen", [p for p, _ in rules], paths)
-        return jax.tree.map(
-            lambda path: max((n for p, n in rules if p.search(path)), default=0), paths)
+    frozen gradient does not count in the clipping norm either. Adam's step count
+    is kept per freeze length by `adam_counting_from_unfreezing`. `n = 2**31 - 1`
+    is frozen for any run length."""
 
     def init(params: PyTree) -> FreezeState:
-        frozen_steps(params)  # a pattern matching nothing fails here, before compiling
+        _frozen_steps(params, rules)  # a pattern matching nothing fails here, before compiling
         return FreezeState(count=jnp.zeros([], jnp.int32), inner_state=inner.init(params))
 
     def update(updates, state, params=None, **extra_args):
-        steps = frozen_steps(updates)
+        steps = _frozen_steps(updates, rules)
 
         def hide(tree: PyTree) -> PyTree:
             return jax.tree.map(
@@ -208,6 +208,35 @@ def freeze_for_steps(
         return hide(updates), FreezeState(optax.safe_increment(state.count), inner_state)
 
     return optax.GradientTransformationExtraArgs(init, update)
+
+
+def _frozen_steps(tree: PyTree, rules: Sequence[tuple[re.Pattern, int]]) -> PyTree:
+    """For each leaf, the steps it stays frozen: the largest `n` of the rules
+    `(regex, n)` matching its path, 0 if none does."""
+    paths = param_paths(tree)
+    _check_patterns_match("frozen", [p for p, _ in rules], paths)
+    return jax.tree.map(
+        lambda path: max((n for p, n in rules if p.search(path)), default=0), paths)
+
+
+def adam_counting_from_unfreezing(
+    adam: optax.GradientTransformation, rules: Sequence[tuple[re.Pattern, int]]
+) -> optax.GradientTransformation:
+    """`adam` for the params no rule freezes, and for the params frozen for `n` steps
+    a copy of it that first steps at step `n` (`optax.transforms.conditionally_mask`):
+    its step count, hence its bias correction, starts when the freeze ends. PyTorch's
+    AdamW skips a param without gradient (DINO's and iBOT's last layer in the first
+    epoch) in the same way; one shared count would make the first updates after the
+    freeze several times too large."""
+    lengths = sorted({n for _, n in rules})
+
+    def labels(tree: PyTree) -> PyTree:
+        return jax.tree.map(lambda n: f"frozen_{n}" if n else "trained",
+                            _frozen_steps(tree, rules))
+
+    groups = {f"frozen_{n}": optax.transforms.conditionally_mask(
+        adam, lambda count, n=n: count >= n) for n in lengths}
+    return optax.partition({"trained": adam, **groups}, labels)
 
 
 def _scale_by_lr(

@@ -82,22 +82,25 @@ def color_distortion(strength: float) -> dict[str, float]:
 
 
 def simclr_views(size: int, *, count: int = 2, crop_scale: tuple[float, float] = (0.08, 1.0),
-                 strength: float = 1.0, blur_prob: float = 0.5) -> ml_collections.ConfigDict:
+                 strength: float = 1.0, blur_prob: float = 0.5,
+                 crop_resize: str = "bicubic") -> ml_collections.ConfigDict:
     """SimCLR's augmentation (Chen et al. 2020, Appendix A), also SwAV's: random
-    resized crop, flip, colour distortion of `strength` with p 0.8, grayscale p 0.2,
-    blur p `blur_prob`, no solarization; all crops alike."""
-    return view_group(count=count, size=size, crop_scale=crop_scale, jitter_prob=0.8,
-                      **color_distortion(strength), grayscale_prob=0.2, blur_prob=blur_prob,
-                      solarize_prob=0.0)
+    resized crop (bicubic in SimCLR's `data_util`; SwAV's torchvision default is
+    bilinear), flip, colour distortion of `strength` with p 0.8, grayscale p 0.2,
+    blur p `blur_prob` (a kernel a tenth of the side), no solarization; all crops alike."""
+    return view_group(count=count, size=size, crop_scale=crop_scale, crop_resize=crop_resize,
+                      jitter_prob=0.8, **color_distortion(strength), grayscale_prob=0.2,
+                      blur_prob=blur_prob, solarize_prob=0.0)
 
 
 def simsiam_views(size: int, *, blur_prob: float = 0.5) -> ml_collections.ConfigDict:
     """SimSiam's (MoCo v2's) pair (Chen & He 2021, Appendix A): crop 0.2-1, flip,
-    colour jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2, blur p `blur_prob`;
-    both views alike."""
+    colour jitter (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2, blur p `blur_prob`
+    (PIL's, out to 3 sigma); both views alike."""
     return view_group(count=2, size=size, crop_scale=(0.2, 1.0), jitter_prob=0.8,
                       brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
-                      grayscale_prob=0.2, blur_prob=blur_prob, solarize_prob=0.0)
+                      grayscale_prob=0.2, blur_prob=blur_prob, blur_kernel="three_sigma",
+                      solarize_prob=0.0)
 
 
 # BYOL's colour augmentation (Grill et al. 2020, Appendix B, Table 6), used by most
@@ -112,24 +115,32 @@ def byol_views(
     crop_scale: tuple[float, float] = (0.08, 1.0),
     blur_prob: float | tuple[float, ...] = (1.0, 0.1),
     solarize_prob: float | tuple[float, ...] = (0.0, 0.2),
+    crop_resize: str = "bicubic",
+    blur_kernel: str = "tenth_of_side",
 ) -> ml_collections.ConfigDict:
     """BYOL's asymmetric pair (Grill et al. 2020, Appendix B, Table 6): one group of
-    two crops, flip, `BYOL_COLOUR`, blur p 1.0 / 0.1 and solarization p 0 / 0.2 (a
+    two crops resized bicubically, flip, `BYOL_COLOUR`, blur p 1.0 / 0.1 with a
+    23-pixel kernel at 224 px (a tenth of the side) and solarization p 0 / 0.2 (a
     tuple gives view 1 and view 2 their own probability). solo-learn's CIFAR recipes
-    take it without blur (`blur_prob=0.0`)."""
-    return view_group(count=2, size=size, crop_scale=crop_scale, **BYOL_COLOUR,
-                      blur_prob=blur_prob, solarize_prob=solarize_prob)
+    take it without blur (`blur_prob=0.0`). The PyTorch code of Barlow Twins, VICReg
+    and DINO blurs with PIL (`blur_kernel="three_sigma"`); MoCo v3 also keeps
+    torchvision's bilinear crop (`crop_resize="bilinear"`)."""
+    return view_group(count=2, size=size, crop_scale=crop_scale, crop_resize=crop_resize,
+                      **BYOL_COLOUR, blur_prob=blur_prob, blur_kernel=blur_kernel,
+                      solarize_prob=solarize_prob)
 
 
 def dino_views(local_count: int, global_scale: tuple[float, float] = (0.4, 1.0),
                local_scale: tuple[float, float] = (0.05, 0.4)) -> ml_collections.ConfigDict:
     """DINO's multi-crop (Caron et al. 2021, Appendix A, BYOL's augmentations): 2 global
     crops of 224 px (`byol_views`: blur p 1.0 / 0.1, solarize p 0 / 0.2) and
-    `local_count` local crops of 96 px (blur p 0.5); all with `BYOL_COLOUR` and flip."""
+    `local_count` local crops of 96 px (blur p 0.5); all with `BYOL_COLOUR` and flip,
+    resized bicubically and blurred by PIL's Gaussian, as `DataAugmentationDINO`."""
     return ml_collections.ConfigDict(dict(
-        global_crops=byol_views(224, crop_scale=global_scale),
+        global_crops=byol_views(224, crop_scale=global_scale, blur_kernel="three_sigma"),
         local_crops=view_group(count=local_count, size=96, crop_scale=local_scale,
-                               **BYOL_COLOUR, blur_prob=0.5, solarize_prob=0.0),
+                               **BYOL_COLOUR, blur_prob=0.5, blur_kernel="three_sigma",
+                               crop_resize="bicubic", solarize_prob=0.0),
     ))
 
 
@@ -150,10 +161,12 @@ def lars(config: ml_collections.ConfigDict, *, base_lr: float, weight_decay: flo
 def simsiam_sgd(config: ml_collections.ConfigDict, *, base_lr: float,
                 weight_decay: float) -> None:
     """SimSiam's SGD (Chen & He 2021, Sec. 4.2 and Appendix A): momentum 0.9, lr
-    `base_lr` x B/256, cosine without warmup, weight decay on every parameter
-    (PyTorch SGD), the predictor at the initial lr ("fix_lr")."""
+    `base_lr` x B/256, cosine without warmup set once per epoch
+    (`adjust_learning_rate`), weight decay on every parameter (PyTorch SGD), the
+    predictor at the initial lr ("fix_lr")."""
     config.optim.update(dict(
         name="sgd", base_lr=base_lr, lr_scaling="linear", warmup_epochs=0.0,
+        lr_per_epoch=True,
         weight_decay=weight_decay, momentum=0.9, exclude_bias_and_norm=False,
         constant_lr=("^predictor/",)))
 
@@ -198,9 +211,12 @@ def predictor_runlocal() -> dict:
 
 
 def simsiam_runlocal() -> dict:
-    """SimSiam: a 512-wide projector, a 128 bottleneck, 100 steps (~5 CPU minutes)."""
+    """SimSiam: a 512-wide projector, a 128 bottleneck, 100 steps (~5 CPU minutes),
+    its cosine per step (once per epoch, it would stay at its peak for a run shorter
+    than one)."""
     return {"method.projector_hidden_dim": 512, "method.projector_dim": 512,
-            "method.predictor_hidden_dim": 128, "train.steps": 100}
+            "method.predictor_hidden_dim": 128, "train.steps": 100,
+            "optim.lr_per_epoch": False}
 
 
 def nnclr_runlocal() -> dict:
@@ -227,14 +243,15 @@ def dino_runlocal() -> dict:
     """DINO-family recipes, sized for ~5 minutes on 2 CPU cores: 4 local crops of 12
     px next to the 2 global ones of 28 px, head 512-512-128 -> 1024, 70 steps of
     128; the phases the recipe counts in epochs (lr warm-up, frozen last layer,
-    teacher temperature warm-up) and the teacher momentum shortened in proportion,
-    for 70 steps instead of ~100k."""
+    teacher temperature warm-up, here per step) and the teacher momentum shortened
+    in proportion, for 70 steps instead of ~100k."""
     return {
         "views.local_crops.count": 4,
         "method.out_dim": 1024,
         "method.hidden_dim": 512,
         "method.bottleneck_dim": 128,
         "method.warmup_teacher_temp_epochs": 0.03,
+        "method.teacher_temp_per_epoch": False,
         "method.momentum_teacher": 0.95,
         "optim.warmup_epochs": 0.02,
         "optim.frozen.last_layer": 0.02,

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import optax
 
 PyTree = Any
@@ -57,6 +59,22 @@ def warmup_constant(start: float, end: float, warmup_steps: int) -> optax.Schedu
     if warmup_steps <= 0:
         return optax.constant_schedule(end)
     return optax.linear_schedule(init_value=start, end_value=end, transition_steps=warmup_steps)
+
+
+def per_epoch(schedule: optax.Schedule, steps_per_epoch: int) -> optax.Schedule:
+    """`schedule` held through each epoch at its value at the epoch's first step: the
+    staircase of official code that sets a value once per epoch (SimSiam's
+    `adjust_learning_rate`)."""
+    return lambda step: schedule(step // steps_per_epoch * steps_per_epoch)
+
+
+def per_epoch_linspace(start: float, end: float, epochs: int,
+                       steps_per_epoch: int) -> optax.Schedule:
+    """`np.linspace(start, end, epochs)[epoch]` through the first `epochs` epochs, `end`
+    after: DINO's and iBOT's teacher-temperature warm-up, which reaches `end` in the
+    last warm-up epoch and changes once per epoch."""
+    values = jnp.asarray(np.append(np.linspace(start, end, epochs), end), jnp.float32)
+    return lambda step: values[jnp.minimum(step // steps_per_epoch, epochs)]
 
 
 def ema_update(target: PyTree, online: PyTree, momentum: float | jax.Array) -> PyTree:

@@ -43,6 +43,8 @@ OPS = {
     "jitter": lambda im, s, p: augment.color_jitter(im, s, 0.4, 0.4, 0.4, 0.1, prob=p),
     "grayscale": lambda im, s, p: augment.random_grayscale(im, s, p),
     "blur": lambda im, s, p: augment.gaussian_blur(im, s, (1.0, 2.0), p),
+    "blur_three_sigma": lambda im, s, p: augment.gaussian_blur(im, s, (1.0, 2.0), p,
+                                                               "three_sigma"),
     "solarize": lambda im, s, p: augment.solarize(im, s, p),
 }
 
@@ -203,14 +205,18 @@ SPEC = augment.ViewSpec(
     group="global", index=0, size=SIZE, crop_scale=(0.2, 1.0), crop_ratio=(0.75, 1.33),
     flip_prob=0.5, jitter_prob=0.8, brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1,
     grayscale_prob=0.2, blur_prob=0.5, blur_sigma=(0.1, 2.0), solarize_prob=0.2,
+    crop_resize="bilinear", blur_kernel="tenth_of_side",
 )
+# The PyTorch recipes' choices (DINO, Barlow Twins, VICReg).
+PIL_SPEC = dataclasses.replace(SPEC, crop_resize="bicubic", blur_kernel="three_sigma")
 
 
+@pytest.mark.parametrize("spec", [SPEC, PIL_SPEC], ids=["tf", "pil"])
 @pytest.mark.parametrize("runner", RUNNERS)
-def test_augment_view(runner):
+def test_augment_view(runner, spec):
     run = RUNNERS[runner]
     uint8 = tf.cast(_image() * 255, tf.uint8)
-    view = lambda im, s: augment.augment_view(im, s, SPEC, (0.5,) * 3, (0.25,) * 3)
+    view = lambda im, s: augment.augment_view(im, s, spec, (0.5,) * 3, (0.25,) * 3)
     out, again, other = run(view, uint8, [_seed(3), _seed(3), _seed(4)])
     assert out.shape == (SIZE, SIZE, 3) and out.dtype == np.float32
     assert out.min() >= -2.0 and out.max() <= 2.0  # [0, 1] normalised by mean .5, std .25
@@ -218,25 +224,58 @@ def test_augment_view(runner):
     assert not np.array_equal(other, out)
 
 
-def test_eager_and_map_agree():
+@pytest.mark.parametrize("spec", [SPEC, PIL_SPEC], ids=["tf", "pil"])
+def test_eager_and_map_agree(spec):
     uint8 = tf.cast(_image() * 255, tf.uint8)
-    view = lambda im, s: augment.augment_view(im, s, SPEC, (0.5,) * 3, (0.25,) * 3)
+    view = lambda im, s: augment.augment_view(im, s, spec, (0.5,) * 3, (0.25,) * 3)
     seeds = [_seed(i) for i in range(4)]
     for eager, mapped in zip(_eager(view, uint8, seeds), _in_map(view, uint8, seeds), strict=True):
         np.testing.assert_allclose(eager, mapped, atol=1e-5)
 
 
-def test_blur_matches_a_scipy_reference():
+@pytest.mark.parametrize("kernel, radius", [
+    ("tenth_of_side", 2),  # shorter side 50 // 20
+    ("three_sigma", 5),    # ceil(3 x 1.5)
+])
+def test_blur_matches_a_scipy_reference(kernel, radius):
     from scipy import ndimage
 
     image = tf.random.stateless_uniform([60, 50, 3], _seed(0))
-    out = augment.gaussian_blur(image, _seed(1), (1.5, 1.5), prob=1.0).numpy()
-    taps = np.arange(-2, 3)  # radius = shorter side 50 // 20
+    out = augment.gaussian_blur(image, _seed(1), (1.5, 1.5), prob=1.0, kernel=kernel).numpy()
+    taps = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (taps / 1.5) ** 2)
     kernel /= kernel.sum()
     expected = ndimage.correlate1d(image.numpy(), kernel, axis=0, mode="reflect")
     expected = ndimage.correlate1d(expected, kernel, axis=1, mode="reflect")
     np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_three_sigma_blur_on_a_small_crop_stays_inside_it():
+    """sigma 2 on a 5-pixel crop: the radius is cut to side - 1, so every mirrored tap
+    lands inside the image and a constant stays constant."""
+    out = augment.gaussian_blur(tf.fill([5, 7, 3], 0.4), _seed(0), (2.0, 2.0), prob=1.0,
+                                kernel="three_sigma")
+    np.testing.assert_allclose(out, 0.4, atol=1e-6)
+
+
+@pytest.mark.parametrize("method, pil_name", [("bilinear", "BILINEAR"), ("bicubic", "BICUBIC")])
+def test_crop_resize_is_pils(method, pil_name):
+    """A whole-image crop resized by `method` is PIL's resize of the same name, which
+    torchvision's RandomResizedCrop calls (DINO, Barlow Twins and VICReg ask for
+    BICUBIC): within 2/255 when shrinking, and on average within 1/255 when enlarging
+    (the two differ in a few border pixels)."""
+    from PIL import Image
+
+    noise = np.random.default_rng(0).normal(0, 0.15, (40, 40, 3))
+    image = (np.clip(_image(40, 40).numpy() + noise, 0, 1) * 255).astype(np.uint8)
+    whole = dict(scale=(1.0, 1.0), ratio=(1.0, 1.0), method=method)
+    down = augment.random_resized_crop(tf.constant(image), _seed(0), 16, **whole).numpy()
+    pil_down = np.asarray(Image.fromarray(image).resize((16, 16), getattr(Image, pil_name)))
+    assert np.abs(down * 255 - pil_down).max() < 2
+    up = augment.resize(tf.constant(image[:10, :10]), 24, 24, method).numpy()
+    pil_up = np.asarray(Image.fromarray(image[:10, :10]).resize((24, 24),
+                                                                getattr(Image, pil_name)))
+    assert np.abs(up * 255 - pil_up).mean() < 1
 
 
 # ---------------------------------------------------------------- the registry
@@ -270,20 +309,21 @@ def test_augment_view_is_the_ops_in_order_on_split_seeds(runner):
     """Op i of crop, flip, jitter, grayscale, blur, solarize gets seed i of
     `split(seed, 6)`: the seeds every recipe's augmentations are drawn from."""
     uint8 = tf.cast(_image() * 255, tf.uint8)
-    v = SPEC
+    v = PIL_SPEC
 
     def by_hand(image, seed):
         s = tf.unstack(tf.random.split(seed, 6))
-        x = augment.random_resized_crop(image, s[0], v.size, v.crop_scale, v.crop_ratio)
+        x = augment.random_resized_crop(image, s[0], v.size, v.crop_scale, v.crop_ratio,
+                                        "bicubic")
         x = augment.random_flip(x, s[1], v.flip_prob)
         x = augment.color_jitter(x, s[2], v.brightness, v.contrast, v.saturation, v.hue,
                                  v.jitter_prob)
         x = augment.random_grayscale(x, s[3], v.grayscale_prob)
-        x = augment.gaussian_blur(x, s[4], v.blur_sigma, v.blur_prob)
+        x = augment.gaussian_blur(x, s[4], v.blur_sigma, v.blur_prob, "three_sigma")
         x = augment.solarize(x, s[5], v.solarize_prob)
         return augment.normalize(tf.clip_by_value(x, 0.0, 1.0), (0.5,) * 3, (0.25,) * 3)
 
-    view = lambda im, s: augment.augment_view(im, s, SPEC, (0.5,) * 3, (0.25,) * 3)
+    view = lambda im, s: augment.augment_view(im, s, v, (0.5,) * 3, (0.25,) * 3)
     assert list(augment.OPS) == ["crop", "flip", "jitter", "grayscale", "blur", "solarize"]
     seeds = [_seed(i) for i in range(6)]
     run = RUNNERS[runner]

@@ -146,6 +146,16 @@ def test_target_gets_no_gradient():
     check_target_gets_no_gradient(RECIPE)
 
 
+def test_heads_end_in_a_bias_free_dense():
+    """`networks.MLP`: Linear(with bias) - BN - ReLU - Linear(with_bias=False); the
+    first bias is BN's shift here."""
+    _, _, params, state = tiny_method(RECIPE)
+    for head in ("projector", "predictor"):
+        assert set(params[head]) == {"dense0", "bn0", "dense1"}
+        assert set(params[head]["dense1"]) == {"kernel"}
+    assert set(state["target"]["params"]["projector"]["dense1"]) == {"kernel"}
+
+
 def test_loss_pairs_predictions_with_target_projections_of_the_other_view():
     check_loss_pairs_predictions_with_target_projections_of_the_other_view(RECIPE,
                                                                            byol_pair_loss)

@@ -60,6 +60,43 @@ DINO_FAMILY = ("dino_resnet50.py", "dino_vitb.py", "dino_vits16.py", "dino_vits8
     # tf2 add_contrastive_loss: mean(loss_a + loss_b).
     ("simclr_resnet50.py", "method.loss_scale", 2.0),
     ("simclr_resnet18_cifar10.py", "method.loss_scale", 2.0),
+    # tf2 projection head: hidden layers as wide as the backbone (512 for ResNet-18).
+    ("simclr_resnet18_cifar10.py", "method.projector_hidden_dim", 0),
+    # The README's ResNet-50 command on main_dino.py's defaults: 8 x 64 images, 8 local crops.
+    ("dino_resnet50.py", "train.batch_size", 512),
+    ("dino_resnet50.py", "views.local_crops.count", 8),
+    # barlowtwins main.py: --weight-decay default 1e-6.
+    ("barlow_twins_resnet50.py", "optim.weight_decay", 1e-6),
+    # moco-v3 vits.py: 12 heads, Xavier-uniform Linears, class token N(0, 1e-6^2).
+    ("mocov3_vits.py", "model.num_heads", 12),
+    ("mocov3_vits.py", "model.vit_init", "xavier"),
+    ("mocov3_vitb.py", "model.vit_init", "xavier"),
+    *[(name, "model.vit_init", "trunc_normal") for name in DINO_FAMILY[1:]],
+    # Crops resized as the official code does: bicubic (RandomResizedCrop(...,
+    # interpolation=BICUBIC), SimCLR's and BYOL's tf.image.resize, solo-learn) or
+    # torchvision's default bilinear (MoCo v3, SimSiam, SwAV).
+    *[(name, f"views.{group}.crop_resize", "bicubic") for name in DINO_FAMILY
+      for group in ("global_crops", "local_crops")],
+    *[(f"{name}.py", "views.global_crops.crop_resize", "bicubic") for name in (
+        "barlow_twins_resnet50", "vicreg_resnet50", "byol_resnet50", "nnclr_resnet50",
+        "simclr_resnet50", "simclr_resnet18_cifar10", "barlow_twins_resnet18_cifar10",
+        "byol_resnet18_cifar10", "mocov3_resnet18_cifar10", "nnclr_resnet18_cifar10",
+        "vicreg_resnet18_cifar10", "swav_resnet18_cifar10")],
+    *[(f"{name}.py", "views.global_crops.crop_resize", "bilinear") for name in (
+        "mocov3_resnet50", "mocov3_vits", "simsiam_resnet50", "swav_resnet50")],
+    ("swav_resnet50.py", "views.local_crops.crop_resize", "bilinear"),
+    # PIL's GaussianBlur in the PyTorch code; a kernel a tenth of the side in the TF code.
+    *[(name, f"views.{group}.blur_kernel", "three_sigma") for name in DINO_FAMILY
+      for group in ("global_crops", "local_crops")],
+    *[(f"{name}.py", "views.global_crops.blur_kernel", "three_sigma") for name in (
+        "barlow_twins_resnet50", "vicreg_resnet50", "mocov3_resnet50", "mocov3_vits",
+        "simsiam_resnet50")],
+    *[(name, "views.global_crops.blur_kernel", "tenth_of_side")
+      for name in ("simclr_resnet50.py", "byol_resnet50.py")],
+    # Schedules the official code sets once per epoch.
+    *[(name, "optim.lr_per_epoch", True)
+      for name in ("simsiam_resnet50.py", "simsiam_resnet18_cifar10.py")],
+    *[(name, "method.teacher_temp_per_epoch", True) for name in DINO_FAMILY],
 ])
 def test_recipe_takes_its_official_codes_choice(name, field, value):
     config = load_config(f"configs/{name}")

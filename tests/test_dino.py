@@ -87,7 +87,13 @@ def test_loss_is_over_different_crops_and_teacher_gets_no_gradient():
 def test_schedules():
     config = load_config(RECIPE)
     method = _method(config, TrainLength(total_steps=1000, steps_per_epoch=4))
-    # Teacher temperature 0.04 -> 0.07 over 30 epochs (120 steps), then constant.
+    # Teacher temperature np.linspace(0.04, 0.07, 30)[epoch] over 30 epochs (120 steps),
+    # once per epoch, then constant.
+    temps = [float(method.teacher_temp(s)) for s in (0, 3, 4, 58, 116, 120, 999)]
+    np.testing.assert_allclose(temps, [0.04, 0.04, 0.04 + 0.03 / 29, 0.04 + 0.03 * 14 / 29,
+                                       0.07, 0.07, 0.07], rtol=1e-6)
+    config.method.teacher_temp_per_epoch = False  # a per-step ramp (`:runlocal`)
+    method = _method(config, TrainLength(total_steps=1000, steps_per_epoch=4))
     temps = [float(method.teacher_temp(s)) for s in (0, 60, 120, 999)]
     np.testing.assert_allclose(temps, [0.04, 0.055, 0.07, 0.07], rtol=1e-6)
     # Teacher momentum 0.996 -> 1 along a half cosine.

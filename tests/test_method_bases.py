@@ -29,6 +29,17 @@ def test_byol_is_a_prediction_method_not_a_simsiam():
     assert issubclass(byol, PredictionMethod) and not issubclass(byol, SimSiam)
 
 
+@pytest.mark.parametrize("recipe, linear_init", [
+    ("simclr_resnet50", "normal_0.01"),  # tf2 LinearLayer
+    ("byol_resnet50", "haiku"),          # hk.Linear
+    *[(name, "torch") for name in ("mocov3_resnet50", "simsiam_resnet50", "nnclr_resnet50",
+                                   "barlow_twins_resnet50", "vicreg_resnet50")],
+])
+def test_heads_start_as_their_official_framework_does(recipe, linear_init):
+    method = methods.build(tiny_config(f"configs/{recipe}.py"), LENGTH)
+    assert {head.linear_init for head in method.heads().values()} == {linear_init}
+
+
 @pytest.mark.parametrize("recipe", ["configs/barlow_twins_resnet50.py",
                                     "configs/vicreg_resnet50.py", "configs/nnclr_resnet50.py"])
 def test_two_view_methods_apply_drop_path(recipe):

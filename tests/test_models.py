@@ -342,6 +342,82 @@ def test_dino_head_outputs_cosine_logits():
     assert abstract_init(learned, x, train=False)["params"]["last_layer"]["g"].shape == (40,)
 
 
+def test_dino_head_starts_where_the_official_one_does():
+    """The MLP's Linears N(0, 0.02^2) (torch's trunc_normal_, whose +-2 bounds are
+    absolute: not Flax's +-2 sigma cut with std 0.0176); the last layer's `v` as
+    PyTorch's default Linear, U(+-1/sqrt(256)): its size sets how far each step turns it."""
+    head = DINOHead(out_dim=4096, hidden_dim=512, bottleneck_dim=256)
+    params = init(head, features(2, 384), train=False)["params"]
+    np.testing.assert_allclose(np.std(params["mlp"]["dense0"]["kernel"]), 0.02, rtol=0.02)
+    v = params["last_layer"]["v"]
+    np.testing.assert_allclose(np.std(v), 1 / np.sqrt(3 * 256), rtol=0.01)
+    assert np.abs(v).max() <= 1 / 16
+
+
+@pytest.mark.parametrize("linear_init, kernel_std, bias_bound", [
+    ("torch", 1 / np.sqrt(3 * 256), 1 / 16),  # U(+-1/sqrt(fan_in)), bias too
+    ("haiku", 0.8796 / 16, 0.0),              # N(0, 1/fan_in) cut at 2 std, not rescaled
+    ("normal_0.01", 0.01, 0.0),
+    ("trunc_normal", 0.02, 0.0),
+])
+def test_mlp_head_linear_inits(linear_init, kernel_std, bias_bound):
+    head = MLPHead(1024, 512, hidden_norm=False, linear_init=linear_init)  # both Dense biased
+    params = init(head, features(2, 256), train=False)["params"]
+    np.testing.assert_allclose(np.std(params["dense0"]["kernel"]), kernel_std, rtol=0.02)
+    bias = params["dense0"]["bias"]
+    assert np.abs(bias).max() <= bias_bound
+    assert np.std(bias) >= bias_bound / 4
+
+
+def test_mlp_head_hidden_width_zero_is_the_input_width():
+    """SimCLR's head: hidden layers as wide as the backbone's features."""
+    shapes = abstract_init(MLPHead(0, 6, num_layers=3), features(2, 12), train=False)["params"]
+    assert shapes["dense0"]["kernel"].shape == (12, 12)
+    assert shapes["dense1"]["kernel"].shape == (12, 12)
+    assert shapes["dense2"]["kernel"].shape == (12, 6)
+
+
+def _vit_s_params(**fields):
+    model = build_backbone(model_config(name="vit_s", depth=1, **fields), image_size=32)
+    return init(model, images(1, 32), train=False)["params"]
+
+
+def test_vit_trunc_normal_init_is_timms():
+    """DINO/iBOT (timm's `_init_weights`): every Linear and the learned positions
+    N(0, 0.02^2), the patch convolution PyTorch's default U(+-1/sqrt(3*16*16))."""
+    params = _vit_s_params(vit_init="trunc_normal")
+    block = params["block0"]
+    for kernel in (block["fc1"]["kernel"], block["fc2"]["kernel"],
+                   block["attn"]["query"]["kernel"], block["attn"]["out"]["kernel"]):
+        np.testing.assert_allclose(np.std(kernel), 0.02, rtol=0.03)
+    np.testing.assert_allclose(np.std(params["pos_embedding"]), 0.02, rtol=0.1)
+    patch = params["patch_embed"]["kernel"]
+    np.testing.assert_allclose(np.std(patch), 1 / np.sqrt(3 * 768), rtol=0.02)
+    assert np.abs(patch).max() <= 1 / np.sqrt(768)
+    patch_bias = params["patch_embed"]["bias"]
+    assert np.abs(patch_bias).max() <= 1 / np.sqrt(768) and np.std(patch_bias) > 0.01
+    assert block["attn"]["query"]["kernel"].shape == (384, 6, 64)  # DeiT-S: 6 heads
+
+
+def test_vit_xavier_init_is_mocov3s():
+    """MoCo v3's `vits.py`: 12 heads for ViT-S, Xavier-uniform Linears with q, k and v
+    each its own 384 x 384 matrix, the patch projection Xavier over its 768 pixels,
+    the class token N(0, 1e-6^2)."""
+    params = _vit_s_params(vit_init="xavier", num_heads=12, pos_embedding="sincos")
+    attn, block = params["block0"]["attn"], params["block0"]
+    assert attn["query"]["kernel"].shape == (384, 12, 32)
+    for kernel, fan_in, fan_out in [(attn["query"]["kernel"], 384, 384),
+                                    (attn["value"]["kernel"], 384, 384),
+                                    (attn["out"]["kernel"], 384, 384),
+                                    (block["fc1"]["kernel"], 384, 1536),
+                                    (params["patch_embed"]["kernel"], 768, 384)]:
+        bound = np.sqrt(6 / (fan_in + fan_out))
+        np.testing.assert_allclose(np.std(kernel), bound / np.sqrt(3), rtol=0.03)
+        assert np.abs(kernel).max() <= bound
+    assert 0 < np.std(params["cls_token"]) < 3e-6
+    assert not np.any(params["patch_embed"]["bias"])
+
+
 def test_prototypes_are_unit_rows():
     x = features(4, 8)
     head = Prototypes(num_prototypes=10)
@@ -392,6 +468,10 @@ def test_backbone_output_matches_feature_dim(fields):
         ({"name": "vit_t", "pos_embedding": "sin"}, {}, r"config\.model\.pos_embedding.*sincos"),
         ({"name": "vit_t", "patch_size": 5}, {}, r"config\.model\.patch_size=5.*2, 4, 8, 16, 32"),
         ({"name": "vit_t", "drop_path": 1.0}, {}, r"config\.model\.drop_path"),
+        ({"name": "vit_s", "num_heads": 5}, {},
+         r"config\.model\.num_heads=5 must divide the width 384 of vit_s \(0 keeps its 6\)"),
+        ({"name": "vit_t", "vit_init": "timm"}, {},
+         r"config\.model\.vit_init='timm'.*trunc_normal, xavier"),
     ],
 )
 def test_build_backbone_errors_name_the_field(fields, kwargs, message):

@@ -161,6 +161,33 @@ def test_frozen_params_unchanged_then_trained_with_fresh_momentum():
     assert_tree_close(history[2][1]["head"], expected)
 
 
+def test_adam_of_a_frozen_param_counts_from_its_unfreezing():
+    """PyTorch's AdamW skips a param without gradient, so DINO's last layer takes its
+    first Adam step (bias-corrected: about lr in size) when its freeze ends, as a
+    never-frozen param does at step 0; one shared step count would shrink it to about
+    (1 - b1) / sqrt(1 - b2) times that."""
+    c = optim_config(name="adamw", base_lr=0.1, weight_decay=0.0)
+    c.frozen["^head/"] = 0.5  # 5 steps
+    opt, lr = build(c)
+    history = run_steps(opt, [GRADS] * 7)
+    assert all(not u.any() for _, updates in history[:5] for u in jax.tree.leaves(updates["head"]))
+    first_trained = jax.tree.map(lambda u: u / float(lr(0)), history[0][1]["layer"])
+    assert_tree_close(first_trained, jax.tree.map(lambda g: -np.sign(g), GRADS["layer"]),
+                      rtol=1e-4)
+    first_unfrozen = jax.tree.map(lambda u: u / float(lr(5)), history[5][1]["head"])
+    assert_tree_close(first_unfrozen, jax.tree.map(lambda g: -np.sign(g), GRADS["head"]),
+                      rtol=1e-4)
+
+
+def test_lr_per_epoch_changes_once_per_epoch():
+    opt, lr = build(optim_config(name="sgd", base_lr=0.1, momentum=0.0, weight_decay=0.0,
+                                 lr_per_epoch=True))
+    np.testing.assert_allclose([float(lr(s)) for s in (0, 9)], [0.1, 0.1])
+    np.testing.assert_allclose([float(lr(s)) for s in (10, 19)], [cosine_lr(0.1, 10)] * 2)
+    history = run_steps(opt, [GRADS] * 12)
+    assert_tree_close(history[11][1], jax.tree.map(lambda g: -cosine_lr(0.1, 10) * g, GRADS))
+
+
 @pytest.mark.parametrize("epochs", [1e9, float("inf")])
 def test_frozen_for_the_whole_run(epochs):
     c = optim_config(name="adamw", base_lr=1e-3, weight_decay=0.1)

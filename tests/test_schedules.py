@@ -7,7 +7,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sslx.schedules import cosine_ramp, ema_update, warmup_constant, warmup_cosine
+from sslx.schedules import (
+    cosine_ramp,
+    ema_update,
+    per_epoch,
+    per_epoch_linspace,
+    warmup_constant,
+    warmup_cosine,
+)
 
 
 def _eager_and_jitted(schedule, step: int) -> tuple[float, float]:
@@ -50,6 +57,23 @@ def test_cosine_ramp_increasing_and_from_zero():
 def test_warmup_constant():
     _assert_at(warmup_constant(0.04, 0.07, 30), {0: 0.04, 15: 0.055, 30: 0.07, 100: 0.07})
     _assert_at(warmup_constant(0.04, 0.07, 0), {0: 0.07, 10: 0.07})
+
+
+def test_per_epoch_linspace_is_dinos_teacher_temp_schedule():
+    """`np.concatenate((np.linspace(w, t, W), np.ones(E - W) * t))[epoch]` of main_dino.py."""
+    official = np.concatenate((np.linspace(0.04, 0.07, 30), np.full(70, 0.07)))
+    schedule = per_epoch_linspace(0.04, 0.07, 30, steps_per_epoch=5)
+    _assert_at(schedule, {step: official[step // 5] for step in (0, 4, 5, 72, 145, 149, 150, 499)})
+    _assert_at(per_epoch_linspace(0.04, 0.07, 0, 5), {0: 0.07, 9: 0.07})
+    _assert_at(per_epoch_linspace(0.04, 0.07, 1, 5), {0: 0.04, 4: 0.04, 5: 0.07})
+
+
+def test_per_epoch_holds_each_epochs_first_value():
+    """SimSiam's adjust_learning_rate: lr * 0.5 * (1 + cos(pi * epoch / epochs))."""
+    schedule = per_epoch(warmup_cosine(0.1, 100, 0), steps_per_epoch=10)
+    expected = {step: 0.1 * 0.5 * (1 + np.cos(np.pi * (step // 10) / 10))
+                for step in (0, 9, 10, 19, 55, 99)}
+    _assert_at(schedule, expected, rtol=1e-5)
 
 
 def test_ema_update_against_numpy():

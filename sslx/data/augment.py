@@ -26,16 +26,24 @@ from typing import Any
 
 import tensorflow as tf
 
-from sslx.errors import ConfigError
+from sslx.errors import ConfigError, close_matches
 
 CROP_ATTEMPTS = 10  # Inception-style crop tries before the center-crop fallback
 EVAL_CROP_FRACTION = 0.875  # ImageNet eval: resize to size / 0.875, center-crop size
 
 
-def resize(image: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int) -> tf.Tensor:
-    """Bilinear resize with antialiasing (like PIL) to float32 in [0, 1]; uint8
-    input is scaled from [0, 255]."""
-    out = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
+RESIZE_METHODS = ("bilinear", "bicubic")  # PIL's, which torchvision's crops use
+# Gaussian blur kernels: about a tenth of the image side (SimCLR's and BYOL's TF code),
+# or the Gaussian out to 3 sigma whatever the image (PIL's ImageFilter.GaussianBlur,
+# which the PyTorch code of DINO, iBOT, MoCo v3, SimSiam, Barlow Twins and VICReg use).
+BLUR_KERNELS = ("tenth_of_side", "three_sigma")
+
+
+def resize(image: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int,
+           method: str = "bilinear") -> tf.Tensor:
+    """Bilinear or bicubic resize with antialiasing (like PIL) to float32 in [0, 1];
+    uint8 input is scaled from [0, 255]."""
+    out = tf.image.resize(image, [height, width], method=method, antialias=True)
     if image.dtype == tf.uint8:
         out = out / 255.0
     return tf.clip_by_value(out, 0.0, 1.0)
@@ -96,13 +104,14 @@ def random_resized_crop(
     size: int,
     scale: tuple[float, float] = (0.08, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    method: str = "bilinear",
 ) -> tf.Tensor:
-    """A random crop resized to [size, size, 3] float32 in [0, 1]. Takes uint8 or
-    [0, 1] float images of any size; cropping before the float conversion keeps
-    big decoded images cheap."""
+    """A random crop resized (`method`, one of `RESIZE_METHODS`) to [size, size, 3]
+    float32 in [0, 1]. Takes uint8 or [0, 1] float images of any size; cropping
+    before the float conversion keeps big decoded images cheap."""
     shape = tf.shape(image)
     top, left, h, w = _crop_box(shape[0], shape[1], seed, scale, ratio)
-    return resize(image[top:top + h, left:left + w, :], size, size)
+    return resize(image[top:top + h, left:left + w, :], size, size, method)
 
 
 def random_flip(image: tf.Tensor, seed: tf.Tensor, prob: float = 0.5) -> tf.Tensor:
@@ -194,12 +203,16 @@ def _blur_matrix(n: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
     return tf.scatter_nd(tf.stack([rows, cols], axis=-1), weights, [n, n])  # sums folded taps
 
 
-def _blur(image: tf.Tensor, sigma: tf.Tensor) -> tf.Tensor:
-    """Separable Gaussian blur; kernel side 2 * max(1, side // 20) + 1, i.e. about
-    10% of the image side and odd (SimCLR), with mirrored borders. Done as two
-    banded matmuls, several times faster on CPU than a depthwise convolution."""
+def _blur(image: tf.Tensor, sigma: tf.Tensor, kernel: str = "tenth_of_side") -> tf.Tensor:
+    """Separable Gaussian blur with mirrored borders. Kernel radius (`BLUR_KERNELS`):
+    max(1, side // 20), a side of about 10% of the image (SimCLR), or ceil(3 sigma);
+    either at most side - 1. Done as two banded matmuls, several times faster on CPU
+    than a depthwise convolution."""
     shape = tf.shape(image)
-    radius = tf.maximum(1, tf.reduce_min(shape[:2]) // 20)
+    side = tf.reduce_min(shape[:2])
+    radius = (tf.maximum(1, side // 20) if kernel == "tenth_of_side"
+              else tf.cast(tf.math.ceil(3.0 * sigma), tf.int32))
+    radius = tf.minimum(radius, side - 1)
     taps = tf.cast(tf.range(-radius, radius + 1), tf.float32)
     kernel = tf.exp(-0.5 * tf.square(taps / sigma))
     kernel = kernel / tf.reduce_sum(kernel)
@@ -213,11 +226,13 @@ def gaussian_blur(
     seed: tf.Tensor,
     sigma_range: tuple[float, float] = (0.1, 2.0),
     prob: float = 0.5,
+    kernel: str = "tenth_of_side",
 ) -> tf.Tensor:
-    """Gaussian blur with sigma uniform in `sigma_range` (pixels), with probability `prob`."""
+    """Gaussian blur with sigma uniform in `sigma_range` (pixels), with probability
+    `prob`; `kernel` (`BLUR_KERNELS`) sets how far the Gaussian reaches."""
     gate_seed, sigma_seed = tf.unstack(tf.random.split(seed, 2))
     sigma = _uniform(sigma_seed, sigma_range[0], sigma_range[1])
-    return _maybe(lambda x: _blur(x, sigma), image, gate_seed, prob)
+    return _maybe(lambda x: _blur(x, sigma, kernel), image, gate_seed, prob)
 
 
 def solarize(
@@ -295,7 +310,22 @@ class Interval:
         return ((low, high),) * count
 
 
-Field = PerCrop | Interval
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """One of `choices`, shared by all crops of a group."""
+
+    default: str
+    choices: tuple[str, ...]
+
+    def parse(self, where: str, value: Any, count: int) -> tuple[str, ...]:
+        """The choice, once per crop; `ConfigError` naming `where` for another value."""
+        if value not in self.choices:
+            raise ConfigError(f"{where}={value!r} is not one of {', '.join(self.choices)}"
+                              f"{close_matches(str(value), self.choices)}")
+        return (value,) * count
+
+
+Field = PerCrop | Interval | Choice
 
 
 @dataclasses.dataclass(frozen=True)
@@ -340,9 +370,11 @@ def augmentation(name: str, **fields: Field):
 
 
 @augmentation("crop", crop_scale=Interval((0.08, 1.0), at_most=1.0),
-              crop_ratio=Interval((3 / 4, 4 / 3)))
+              crop_ratio=Interval((3 / 4, 4 / 3)),
+              crop_resize=Choice("bilinear", RESIZE_METHODS))
 def _crop_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tensor:
-    return random_resized_crop(image, seed, view.size, view.crop_scale, view.crop_ratio)
+    return random_resized_crop(image, seed, view.size, view.crop_scale, view.crop_ratio,
+                               view.crop_resize)
 
 
 @augmentation("flip", flip_prob=PerCrop(0.5))
@@ -363,9 +395,10 @@ def _grayscale_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Ten
     return random_grayscale(image, seed, view.grayscale_prob)
 
 
-@augmentation("blur", blur_prob=PerCrop(0.5), blur_sigma=Interval((0.1, 2.0)))
+@augmentation("blur", blur_prob=PerCrop(0.5), blur_sigma=Interval((0.1, 2.0)),
+              blur_kernel=Choice("tenth_of_side", BLUR_KERNELS))
 def _blur_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tensor:
-    return gaussian_blur(image, seed, view.blur_sigma, view.blur_prob)
+    return gaussian_blur(image, seed, view.blur_sigma, view.blur_prob, view.blur_kernel)
 
 
 @augmentation("solarize", solarize_prob=PerCrop(0.0))
@@ -376,7 +409,7 @@ def _solarize_view(image: tf.Tensor, seed: tf.Tensor, view: ViewSpec) -> tf.Tens
 ViewSpec = dataclasses.make_dataclass(
     "ViewSpec",
     [("group", str), ("index", int), ("size", int),
-     *((name, "tuple[float, float]" if isinstance(field, Interval) else "float")
+     *((name, {Interval: "tuple[float, float]", Choice: "str"}.get(type(field), "float"))
        for name, field in FIELDS.items())],
     frozen=True,
 )

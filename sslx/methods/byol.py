@@ -34,11 +34,15 @@ class BYOL(EMATeacherMethod, PredictionMethod):
     `method.predictor_hidden_dim`, `method.base_momentum` (tau_base)."""
 
     def heads(self) -> dict[str, nn.Module]:
-        """Projector and predictor: Dense-BN-ReLU-Dense (Sec. 3.3), no BN on the output."""
+        """Projector and predictor: Dense-BN-ReLU-Dense (Sec. 3.3), no BN on the output
+        and no bias on the last Dense, Haiku's Linear init (`networks.MLP` of the
+        official code)."""
         cfg = self.config
         return {"projector": heads.MLPHead(cfg.projector_hidden_dim, cfg.projector_dim,
+                                           use_bias=False, linear_init="haiku",
                                            dtype=self.dtype),
                 "predictor": heads.MLPHead(cfg.predictor_hidden_dim, cfg.projector_dim,
+                                           use_bias=False, linear_init="haiku",
                                            dtype=self.dtype)}
 
     def pair_loss(self, p: jax.Array, z: jax.Array) -> jax.Array:

@@ -14,7 +14,9 @@ Choices where the reference code leaves room:
   `teacher.eval()`): a ResNet teacher normalises with the batch statistics of
   the global crops over the global batch and keeps its own running averages
   (those, not the student's, serve evaluation). It has no drop-path.
-- The teacher temperature warms up linearly per step, not per epoch.
+- The teacher temperature warms up once per epoch, as `teacher_temp_schedule[epoch]`
+  does (`teacher_temp_per_epoch`); `False` makes it a per-step ramp, for runs
+  shorter than the warm-up's first epoch (`:runlocal`).
 - Evaluation and export embed with the teacher's backbone, as DINO reports.
 """
 
@@ -25,6 +27,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from sslx import losses
 from sslx.errors import ConfigError
@@ -33,7 +36,7 @@ from sslx.methods.base import Batch, LossOutput, Method, PyTree
 from sslx.methods.common import Encoder, forward
 from sslx.methods.teacher import EMATarget
 from sslx.models import build_backbone, heads
-from sslx.schedules import warmup_constant
+from sslx.schedules import per_epoch_linspace, warmup_constant
 
 # Param trees of the student that the teacher averages.
 TEACHER_PARTS = ("backbone", "projector")
@@ -52,6 +55,7 @@ DEFAULTS = dict(
     warmup_teacher_temp=0.04,
     teacher_temp=0.07,
     warmup_teacher_temp_epochs=30.0,
+    teacher_temp_per_epoch=True,
     momentum_teacher=0.996,
     center_momentum=0.9,
 )
@@ -75,9 +79,14 @@ class DINO(Method):
         for field in ("momentum_teacher", "center_momentum"):
             if not 0.0 <= cfg[field] <= 1.0:
                 raise ConfigError(f"config.method.{field}={cfg[field]} must lie within [0, 1]")
-        if cfg.warmup_teacher_temp_epochs < 0:
-            raise ConfigError(f"config.method.warmup_teacher_temp_epochs="
-                              f"{cfg.warmup_teacher_temp_epochs} must be >= 0")
+        epochs = cfg.warmup_teacher_temp_epochs
+        if epochs < 0:
+            raise ConfigError(f"config.method.warmup_teacher_temp_epochs={epochs} must be >= 0")
+        if cfg.teacher_temp_per_epoch and epochs != round(epochs):
+            raise ConfigError(
+                f"config.method.warmup_teacher_temp_epochs={epochs} is not a whole number of "
+                "epochs, which a per-epoch warm-up needs: round it, or set "
+                "config.method.teacher_temp_per_epoch=False for a per-step ramp")
 
     @property
     def n_global(self) -> int:
@@ -92,8 +101,16 @@ class DINO(Method):
         """Teacher temperature at `step`: `warmup_teacher_temp` -> `teacher_temp`
         linearly over `warmup_teacher_temp_epochs`, then constant."""
         cfg = self.config
-        warmup = round(cfg.warmup_teacher_temp_epochs * self.length.steps_per_epoch)
-        return warmup_constant(cfg.warmup_teacher_temp, cfg.teacher_temp, warmup)(step)
+        return self.temperature_warmup(cfg.warmup_teacher_temp, cfg.teacher_temp)(step)
+
+    def temperature_warmup(self, start: float, end: float) -> optax.Schedule:
+        """`start` -> `end` over `warmup_teacher_temp_epochs`: once per epoch as the
+        official `np.linspace` schedule, or per step without `teacher_temp_per_epoch`."""
+        cfg = self.config
+        spe = self.length.steps_per_epoch
+        if cfg.teacher_temp_per_epoch:
+            return per_epoch_linspace(start, end, round(cfg.warmup_teacher_temp_epochs), spe)
+        return warmup_constant(start, end, round(cfg.warmup_teacher_temp_epochs * spe))
 
     def head(self) -> heads.DINOHead:
         cfg = self.config

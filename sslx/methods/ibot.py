@@ -28,7 +28,6 @@ from sslx.methods import dino, register
 from sslx.methods.base import Batch, LossOutput, PyTree, init_variables
 from sslx.methods.common import forward
 from sslx.methods.dino import DINO
-from sslx.schedules import warmup_constant
 
 
 class TokenEncoder(nn.Module):
@@ -85,9 +84,8 @@ class IBOT(DINO):
     def teacher_patch_temp(self, step: jax.Array | int) -> jax.Array:
         """Patch teacher temperature, warmed up over `warmup_teacher_temp_epochs`."""
         cfg = self.config
-        warmup = round(cfg.warmup_teacher_temp_epochs * self.length.steps_per_epoch)
-        return warmup_constant(cfg.warmup_teacher_patch_temp, cfg.teacher_patch_temp,
-                               warmup)(step)
+        return self.temperature_warmup(cfg.warmup_teacher_patch_temp,
+                                       cfg.teacher_patch_temp)(step)
 
     def network(self, teacher: bool = False) -> TokenEncoder:
         return TokenEncoder(backbone=self.backbone(teacher), projector=self.head())

@@ -19,15 +19,17 @@ from sslx.methods.common import TwoViewMethod
 from sslx.models import heads
 
 # configs/simclr_resnet50.py (Chen et al. 2020, Sec. 4 and Appendix B.9).
+# projector_hidden_dim 0: as wide as the backbone's features, as the official head
+# (2048 for a ResNet-50, 512 for a ResNet-18).
 DEFAULTS = dict(temperature=0.1, loss_scale=2.0, projector_layers=2,
-                projector_hidden_dim=2048, projector_dim=128)
+                projector_hidden_dim=0, projector_dim=128)
 
 
 @register("simclr", defaults=DEFAULTS)
 class SimCLR(TwoViewMethod):
     """Config: `method.temperature`, `method.loss_scale`, `method.projector_layers`
-    (2 = SimCLR v1, 3 = SimCLR v2), `method.projector_hidden_dim`,
-    `method.projector_dim`.
+    (2 = SimCLR v1, 3 = SimCLR v2), `method.projector_hidden_dim` (0 = the
+    backbone's width), `method.projector_dim`.
 
     The loss is `loss_scale` x `losses.nt_xent` (the mean over the 2N anchors).
     The official code (tf2 `add_contrastive_loss`) returns mean(loss_a + loss_b)
@@ -49,7 +51,7 @@ class SimCLR(TwoViewMethod):
         return {"projector": heads.MLPHead(
             hidden_dim=cfg.projector_hidden_dim, out_dim=cfg.projector_dim,
             num_layers=cfg.projector_layers, output_norm=True, output_norm_scale=True,
-            dtype=self.dtype)}
+            linear_init="normal_0.01", dtype=self.dtype)}  # tf2 `LinearLayer`
 
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:

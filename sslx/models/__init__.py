@@ -17,7 +17,7 @@ import ml_collections
 from sslx.errors import ConfigError, close_matches
 from sslx.models.heads import DINOHead, MLPHead, Prototypes, l2_normalize, normalize_prototypes
 from sslx.models.resnet import STEMS, ResNet
-from sslx.models.vit import POS_EMBEDDINGS, VARIANTS, Variant, ViT
+from sslx.models.vit import INITS, POS_EMBEDDINGS, VARIANTS, Variant, ViT
 
 
 class _Backbone(NamedTuple):
@@ -68,7 +68,13 @@ def _vit(variant: Variant) -> _Backbone:
     def make(config: ml_collections.ConfigDict, image_size: int, dtype: Any,
              mask_token: bool) -> nn.Module:
         _check_choice(config, "pos_embedding", POS_EMBEDDINGS)
+        _check_choice(config, "vit_init", tuple(INITS))
         _check_drop_path(config)
+        num_heads = config.num_heads or variant.num_heads
+        if num_heads < 1 or variant.hidden_dim % num_heads:
+            raise ConfigError(
+                f"config.model.num_heads={config.num_heads} must divide the width "
+                f"{variant.hidden_dim} of {config.name} (0 keeps its {variant.num_heads})")
         patch = config.patch_size
         if patch < 1 or image_size % patch:
             divisors = [d for d in range(2, image_size + 1) if image_size % d == 0]
@@ -78,9 +84,9 @@ def _vit(variant: Variant) -> _Backbone:
             )
         return ViT(
             image_size=image_size, patch_size=patch, hidden_dim=variant.hidden_dim,
-            depth=config.depth or variant.depth, num_heads=variant.num_heads,
+            depth=config.depth or variant.depth, num_heads=num_heads,
             pos_embedding=config.pos_embedding, drop_path=config.drop_path,
-            use_mask_token=mask_token, dtype=dtype,
+            use_mask_token=mask_token, weight_init=config.vit_init, dtype=dtype,
         )
 
     return _Backbone(make, lambda config: variant.hidden_dim)

@@ -3,8 +3,10 @@
 One `MLPHead` covers the projector/predictor of every method; they differ only
 in depth, widths, where BatchNorm sits and whether the output is normalised:
 
-    SimCLR v1/v2   MLPHead(2048, 128, num_layers=2 or 3, output_norm=True, output_norm_scale=True)
-    BYOL           MLPHead(4096, 256)                      projector and predictor
+    SimCLR v1/v2   MLPHead(0, 128, num_layers=2 or 3, output_norm=True, output_norm_scale=True,
+                           linear_init="normal_0.01")
+    BYOL           MLPHead(4096, 256, use_bias=False, linear_init="haiku")
+                                                           projector and predictor
     SimSiam        MLPHead(2048, 2048, num_layers=3, output_norm=True)   projector
                    MLPHead(512, 2048)                      predictor (bottleneck 512)
     Barlow/VICReg  MLPHead(8192, 8192, num_layers=3, use_bias=False)
@@ -23,9 +25,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from sslx.models import inits
 
-trunc_normal = nn.initializers.truncated_normal(0.02)
+PyTree = Any
 
 
 def l2_normalize(x: jnp.ndarray, axis: int = -1, eps: float = 1e-12) -> jnp.ndarray:
@@ -42,7 +44,11 @@ class MLPHead(nn.Module):
     A Dense followed by BN has no bias (BN's shift subsumes it); `use_bias`
     decides the bias of the layers that are not. The output BN has no affine
     parameters unless `output_norm_scale`/`output_norm_bias` (SimCLR keeps a
-    scale; MoCo v3 and SimSiam use none). Params: `dense{i}`, `bn{i}`.
+    scale; MoCo v3 and SimSiam use none). `hidden_dim=0` makes the hidden layers
+    as wide as the input (SimCLR's head). `linear_init` starts the Dense layers as
+    the official code's framework does (`inits.LINEAR_INITS`): the scale of a layer
+    that no BatchNorm follows sets the size of its outputs and of its steps.
+    Params: `dense{i}`, `bn{i}`.
     """
 
     hidden_dim: int
@@ -54,13 +60,17 @@ class MLPHead(nn.Module):
     output_norm_bias: bool = False
     use_bias: bool = True
     activation: Callable[[jnp.ndarray], jnp.ndarray] = nn.relu
-    kernel_init: Callable[..., jnp.ndarray] = nn.initializers.lecun_normal()
+    linear_init: str = "torch"  # a key of inits.LINEAR_INITS: the official code's framework
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         if self.num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {self.num_layers}")
+        if self.linear_init not in inits.LINEAR_INITS:
+            raise ValueError(f"linear_init must be one of {tuple(inits.LINEAR_INITS)}, "
+                             f"got {self.linear_init!r}")
+        init = inits.LINEAR_INITS[self.linear_init]
         norm = functools.partial(
             nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
             dtype=self.dtype,
@@ -69,10 +79,11 @@ class MLPHead(nn.Module):
             last = i == self.num_layers - 1
             normed = self.output_norm if last else self.hidden_norm
             x = nn.Dense(
-                self.out_dim if last else self.hidden_dim,
+                self.out_dim if last else self.hidden_dim or x.shape[-1],
                 use_bias=self.use_bias and not normed,
                 dtype=self.dtype,
-                kernel_init=self.kernel_init,
+                kernel_init=init.kernel,
+                bias_init=init.bias(x.shape[-1]),
                 name=f"dense{i}",
             )(x)
             if normed:
@@ -88,7 +99,10 @@ class WeightNormDense(nn.Module):
     """Bias-free Dense whose kernel is `g * v / ||v||` per output column.
 
     With `learn_scale=False` g is fixed at 1 (DINO's `norm_last_layer=True`),
-    so the outputs are cosine similarities between the input and each column."""
+    so the outputs are cosine similarities between the input and each column.
+    `v` starts as PyTorch's default Linear weight, as DINO's last layer (built
+    after its `_init_weights` pass) does: the size of `v` sets how far a gradient
+    step turns each column, since the gradient reaching `v` scales as 1 / ||v||."""
 
     features: int
     learn_scale: bool = False
@@ -96,7 +110,7 @@ class WeightNormDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        v = self.param("v", trunc_normal, (x.shape[-1], self.features))
+        v = self.param("v", inits.torch_default_kernel, (x.shape[-1], self.features))
         kernel = l2_normalize(v, axis=0)
         if self.learn_scale:
             kernel = kernel * self.param("g", nn.initializers.ones, (self.features,))
@@ -123,7 +137,7 @@ class DINOHead(nn.Module):
         x = MLPHead(
             self.hidden_dim, self.bottleneck_dim, num_layers=self.num_layers,
             hidden_norm=self.use_bn, activation=functools.partial(nn.gelu, approximate=False),
-            kernel_init=trunc_normal, dtype=self.dtype, name="mlp",
+            linear_init="trunc_normal", dtype=self.dtype, name="mlp",
         )(x, train=train)
         return WeightNormDense(
             self.out_dim, learn_scale=not self.norm_last_layer, dtype=self.dtype,

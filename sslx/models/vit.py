@@ -3,11 +3,21 @@
 Multi-crop methods feed one network crops of several resolutions, so the
 position embeddings are stored for the native grid (`image_size`) and resized
 to the grid of each input; at the native grid they are used as stored.
+
+Two initialisations (`weight_init`), each as its official code draws it:
+- `trunc_normal` (timm's `_init_weights`, DINO, iBOT): every Linear, the class
+  token and the learned positions N(0, 0.02^2); the patch convolution keeps
+  PyTorch's default U(+-1/sqrt(fan_in)), its bias too.
+- `xavier` (MoCo v3's `vits.py`): Xavier-uniform Linears, q, k and v each as its
+  own D x D matrix; the patch projection Xavier as a linear layer over the
+  pixels of a patch; the class token N(0, 1e-6^2).
+Every other bias starts at 0 and LayerNorms at (1, 0).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import einops
@@ -16,14 +26,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sslx.models import inits
+
 POS_EMBEDDINGS = ("learned", "sincos")
 
-trunc_normal = nn.initializers.truncated_normal(0.02)
-# MAE/MoCo v3 initialise the patch projection as the linear layer it is: Xavier
-# over (pixels in a patch) -> dim, not over the conv's receptive field.
-patch_init = nn.initializers.variance_scaling(
-    1.0, "fan_avg", "uniform", in_axis=(0, 1, 2), out_axis=-1
-)
+Initializer = Callable[..., jnp.ndarray]
+
+
+class Inits(NamedTuple):
+    """The initialisers of one ViT initialisation scheme."""
+
+    dense: Initializer  # every Linear: q, k, v, attention output, MLP
+    patch: Initializer  # the patch-embedding convolution
+    patch_bias: Callable[[int], Initializer]  # of its fan-in
+    cls_token: Initializer
+
+
+INITS = {
+    "trunc_normal": Inits(inits.torch_trunc_normal, inits.torch_default_kernel,
+                          inits.torch_default_bias, inits.torch_trunc_normal),
+    "xavier": Inits(inits.xavier_uniform, inits.xavier_uniform_patch, inits.zero_bias,
+                    nn.initializers.normal(1e-6)),
+}
 
 
 class Variant(NamedTuple):
@@ -76,16 +100,17 @@ class Block(nn.Module):
     mlp_ratio: int = 4
     drop_path: float = 0.0
     dtype: Any = jnp.float32
+    kernel_init: Initializer = inits.torch_trunc_normal
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         dim = x.shape[-1]
-        dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=trunc_normal)
+        dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=self.kernel_init)
         norm = functools.partial(nn.LayerNorm, epsilon=1e-6, dtype=self.dtype)
         drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
         y = norm(name="norm1")(x)
         y = nn.MultiHeadDotProductAttention(
-            self.num_heads, dtype=self.dtype, kernel_init=trunc_normal, name="attn"
+            self.num_heads, dtype=self.dtype, kernel_init=self.kernel_init, name="attn"
         )(y, deterministic=True)
         x = x + drop(y)
         y = norm(name="norm2")(x)
@@ -113,6 +138,7 @@ class ViT(nn.Module):
     pos_embedding: str = "learned"
     drop_path: float = 0.0
     use_mask_token: bool = False
+    weight_init: str = "trunc_normal"  # a key of INITS
     dtype: Any = jnp.float32
 
     @property
@@ -138,10 +164,15 @@ class ViT(nn.Module):
         masked) replaces those patch embeddings by `mask_token`."""
         batch, height, width, _ = x.shape
         p = self.patch_size
+        if self.weight_init not in INITS:
+            raise ValueError(f"weight_init must be one of {tuple(INITS)}, "
+                             f"got {self.weight_init!r}")
+        init = INITS[self.weight_init]
         if height % p or width % p:
             raise ValueError(f"input {height}x{width} is not a multiple of patch size {p}")
         x = nn.Conv(self.hidden_dim, (p, p), (p, p), padding="VALID", dtype=self.dtype,
-                    kernel_init=patch_init, name="patch_embed")(x.astype(self.dtype))
+                    kernel_init=init.patch, bias_init=init.patch_bias(p * p * x.shape[-1]),
+                    name="patch_embed")(x.astype(self.dtype))
         grid = x.shape[1:3]
         x = einops.rearrange(x, "b h w d -> b (h w) d")
 
@@ -157,13 +188,13 @@ class ViT(nn.Module):
 
         cls_pos, patch_pos = self._position_embedding()
         patch_pos = resize_pos_embedding(patch_pos, self.native_grid, grid)
-        cls = self.param("cls_token", trunc_normal, (1, 1, self.hidden_dim)).astype(self.dtype)
+        cls = self.param("cls_token", init.cls_token, (1, 1, self.hidden_dim)).astype(self.dtype)
         x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.hidden_dim)), x], axis=1)
         x = x + jnp.concatenate([cls_pos, patch_pos], axis=0).astype(self.dtype)
 
         rates = np.linspace(0.0, self.drop_path, self.depth)
         for i, rate in enumerate(rates):
-            x = Block(self.num_heads, self.mlp_ratio, float(rate), self.dtype,
+            x = Block(self.num_heads, self.mlp_ratio, float(rate), self.dtype, init.dense,
                       name=f"block{i}")(x, train=train)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
         return (x[:, 0], x[:, 1:]) if return_tokens else x[:, 0]
@@ -172,7 +203,8 @@ class ViT(nn.Module):
         """(class-token position [1, D], patch positions [N, D]) at the native grid."""
         if self.pos_embedding == "learned":
             num = self.native_grid[0] * self.native_grid[1]
-            pos = self.param("pos_embedding", trunc_normal, (1 + num, self.hidden_dim))
+            pos = self.param("pos_embedding", inits.torch_trunc_normal,
+                             (1 + num, self.hidden_dim))
             return pos[:1], pos[1:]
         if self.pos_embedding == "sincos":
             # MoCo v3: fixed, with a zero position for the class token.
