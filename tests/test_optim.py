@@ -163,9 +163,10 @@ def test_frozen_params_unchanged_then_trained_with_fresh_momentum():
 
 def test_adam_of_a_frozen_param_counts_from_its_unfreezing():
     """PyTorch's AdamW skips a param without gradient, so DINO's last layer takes its
-    first Adam step (bias-corrected: about lr in size) when its freeze ends, as a
-    never-frozen param does at step 0; one shared step count would shrink it to about
-    (1 - b1) / sqrt(1 - b2) times that."""
+    first Adam step (bias-corrected: lr in size) when its freeze ends, as a
+    never-frozen param does at step 0. With one shared step count it would be
+    (1 - b1) / (1 - b1^(n+1)) / sqrt((1 - b2) / (1 - b2^(n+1))) times that after n
+    frozen steps: 0.52 here, 2.7 after DINO's 1251."""
     c = optim_config(name="adamw", base_lr=0.1, weight_decay=0.0)
     c.frozen["^head/"] = 0.5  # 5 steps
     opt, lr = build(c)
