@@ -27,10 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from sslx.models import inits
+from sslx.models.inits import Initializer
 
 POS_EMBEDDINGS = ("learned", "sincos")
-
-Initializer = Callable[..., jnp.ndarray]
 
 
 class Inits(NamedTuple):
