@@ -19,6 +19,8 @@ setup(
         "ml-collections>=1.0",
         "absl-py>=1.0",  # flags and logging of the command line
         "einops>=0.8",
+        "scikit-learn>=1.4",  # the linear probe's L-BFGS logistic regression, t-SNE
+        "matplotlib>=3.8",  # the pictures evaluator's PNGs
         "numpy",
         "tqdm>=4.60",
     ],
@@ -27,8 +29,9 @@ setup(
         "cuda12": ["jax[cuda12]"],
         "cuda13": ["jax[cuda13]"],
         "tpu": ["jax[tpu]"],
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "scikit-learn>=1.4",
-                 "Pillow>=10", "scipy>=1.11"],
-        "bench": ["scikit-learn>=1.4", "Pillow>=10"],
+        "umap": ["umap-learn>=0.5"],  # UMAP maps beside t-SNE in the pictures evaluator
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "Pillow>=10",
+                 "scipy>=1.11"],
+        "bench": ["Pillow>=10"],
     },
 )

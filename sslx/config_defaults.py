@@ -143,6 +143,11 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
     # A recipe may add more: config.evals.NAME = evaluators.default_config(TYPE).
     c.evals = ml_collections.ConfigDict()
     c.evals.knn = evaluators.default_config("knn")  # eval_split against train_split
+    c.evals.collapse = evaluators.default_config("collapse")  # std and RankMe of eval_split
+    # Off during training; `--mode=evaluate --evals=linear_probe,low_label,pictures` runs them.
+    c.evals.linear_probe = evaluators.default_config("linear_probe", enabled=False)
+    c.evals.low_label = evaluators.default_config("low_label", enabled=False)
+    c.evals.pictures = evaluators.default_config("pictures", enabled=False)  # PNGs in plots/
     # Another run's weights to start from, when this run starts fresh (no checkpoint
     # in its workdir): a workdir or a checkpoint directory; '' = random init.
     c.init = ml_collections.ConfigDict(dict(

@@ -3,6 +3,7 @@
     python -m sslx.main --config=configs/simclr_fmnist.py --workdir=/tmp/run
     python -m sslx.main --config=configs/simclr_resnet50.py:runlocal --workdir=/tmp/r \\
         --config.train.batch_size=128
+    python -m sslx.main --mode=evaluate --workdir=/tmp/run --evals=knn,linear_probe
     python -m sslx.main --mode=export --workdir=/tmp/run --split=train
     python -m sslx.main --mode=print_config --workdir=/tmp/run
 
@@ -29,12 +30,16 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Recipe file, e.g. configs/simclr_fmnist.py[:arg].")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory (or gs:// path) for checkpoints, "
                                "metrics and embeddings.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "export", "export_backbone",
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "evaluate", "export", "export_backbone",
                                            "print_config"],
                           "train: train (or resume), then k-NN and embeddings; "
+                          "evaluate: the evaluators of --evals on the latest checkpoint; "
                           "export: embeddings of --split from the latest checkpoint; "
                           "export_backbone: the backbone's weights as WORKDIR/backbone.msgpack; "
                           "print_config: the resolved config, without running anything.")
+_EVALS = flags.DEFINE_list("evals", None, "--mode=evaluate: names in config.evals (or "
+                           "evaluator types) to run, e.g. knn,linear_probe,low_label; "
+                           "default: the enabled ones.")
 _SPLIT = flags.DEFINE_string("split", None, "Split to export (default config.eval.export_split).")
 _DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                                  "jax.distributed.initialize(): auto = when the environment "
@@ -81,6 +86,9 @@ def main(argv: list[str]) -> None:
     if _CONFIG.value is None:
         where = f": {_WORKDIR.value} holds no saved run" if _WORKDIR.value else ""
         sys.exit(f"sslx: --config=configs/RECIPE.py is required{where}")
+    if _EVALS.value is not None and _MODE.value != "evaluate":
+        sys.exit("sslx: --evals is read by --mode=evaluate only; drop it, or add "
+                 "--mode=evaluate (training runs the enabled config.evals)")
     if _WORKDIR.value is None and _MODE.value != "print_config":
         sys.exit("sslx: --workdir is required (a local or gs:// directory for the run)")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
@@ -109,6 +117,8 @@ def _run(mode: str, config, workdir: str) -> dict:
 
     if mode == "export":
         return train.export(config, workdir, _SPLIT.value or config.eval.export_split)
+    if mode == "evaluate":
+        return train.evaluate(config, workdir, _EVALS.value)
     if mode == "export_backbone":
         path = api.load(workdir, config).export_backbone(fs.join(workdir, api.BACKBONE_FILE))
         return {"backbone": path}
@@ -121,6 +131,13 @@ def _report(results: dict) -> None:
     if knn:
         others = ", ".join(f"k={k}: {v:.4f}" for k, v in knn[1:])
         print(f"k-NN top-1: {knn[0][1]:.4f} (k={knn[0][0]}{'; ' + others if others else ''})")
+    for name, metrics in results.get("evals", {}).items():
+        for metric, value in metrics.items():
+            print(f"{name} {metric}: {value:.4f}")
+        if not metrics:
+            print(f"{name}: no figures (its log line says why, or what it wrote)")
+    if "evals_file" in results:
+        print(f"evals: {results['evals_file']}")
     for name, path in results.get("embeddings", {}).items():
         print(f"embeddings {name}: {path}")
     if "backbone" in results:

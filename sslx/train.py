@@ -1,4 +1,4 @@
-"""The one training loop, method-agnostic.
+"""The one training loop, method-agnostic, and the offline evaluation of its checkpoints.
 
 Sections, in order: run setup (mesh, lengths, method, optimizer, checkpoints),
 input (started early), state shapes via `jax.eval_shape`, shardings, init born
@@ -16,6 +16,8 @@ import dataclasses
 import functools
 import logging
 import math
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import flax
@@ -71,6 +73,9 @@ class Run:
     lr_schedule: Any
     checkpointer: Checkpointer
     abstract_state: TrainState  # ShapeDtypeStructs carrying their shardings
+    # Embedded splits of the latest evaluated step, {(step, split): (features, labels)}
+    # (`sslx.evaluators.embed.split_features`).
+    features: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def init_state(self) -> TrainState:
         """A fresh state, born sharded (no host-side copy of the parameters)."""
@@ -226,7 +231,7 @@ def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[
     """Embeddings of `split` from the latest checkpoint in `workdir`, as .npy files.
     Needs only `split` of `config.data`: the training data may be absent."""
     run = prepare(config, workdir, length=EMBED_ONLY)
-    check_split(config, split, "--split")
+    embedding.check_split(config, split, "--split")
     if run.checkpointer.latest_step() is None:
         raise CheckpointError(f"no checkpoint in {run.checkpointer.directory}; train first with "
                               "the same --config and --workdir")
@@ -238,10 +243,42 @@ def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[
     return {"step": int(state.step), "embeddings": paths}
 
 
-def check_split(config: ml_collections.ConfigDict, split: str, where: str) -> None:
-    """`DataError` naming `split` and how to choose another, before anything compiles."""
-    embedding.check_split(config, split, where, "--config.eval.export_at_end=False"
-                          if where.startswith("config") else "")
+EVALS_FILE = "evals.json"
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str,
+             selected: Sequence[str] | None = None) -> dict[str, Any]:
+    """The evaluators `selected` (names in `config.evals`; by default its enabled
+    ones) on the latest checkpoint in `workdir`. Their metrics, `{name: {metric:
+    value}}`, and each one's seconds are returned and written to
+    `WORKDIR/evals.json` (merged with the figures already there for the same step)."""
+    run = prepare(config, workdir, length=EMBED_ONLY)
+    try:
+        evals = (evaluators.build_all(run) if selected is None
+                 else evaluators.build_named(run, selected))
+        if run.checkpointer.latest_step() is None:
+            raise CheckpointError(f"no checkpoint in {run.checkpointer.directory}; train first "
+                                  "with the same --workdir")
+        state = run.restore_state()
+        step = int(state.step)
+        metrics: dict[str, dict[str, float]] = {}
+        seconds: dict[str, float] = {}
+        for name, evaluator in evals.items():
+            start = time.perf_counter()
+            metrics[name] = evaluator.evaluate(state)
+            seconds[name] = round(time.perf_counter() - start, 1)
+            log.info("%s: %.1f s", name, seconds[name])
+    finally:
+        run.checkpointer.close()
+    path = fs.join(workdir, EVALS_FILE)
+    if jax.process_index() == 0:
+        saved = fs.read_json(path) if fs.exists(path) else {}
+        if saved.get("step") != step:
+            saved = {}
+        fs.write_json(path, {"step": step,
+                             "metrics": {**saved.get("metrics", {}), **metrics},
+                             "seconds": {**saved.get("seconds", {}), **seconds}})
+    return {"step": step, "evals": metrics, "evals_file": path}
 
 
 # Initialisation from another run's weights (config.init).
@@ -317,10 +354,16 @@ def _plain(tree: Any) -> Any:
 
 
 def build_evaluators(run: Run) -> dict[str, Evaluator]:
-    """The enabled evaluators of `config.evals`, and a check that the split the end
-    of training exports exists; compiles nothing."""
-    if run.config.eval.export_at_end:
-        check_split(run.config, run.config.data.eval_split, "config.data.eval_split")
+    """The enabled evaluators of `config.evals`, after a check that the eval split
+    they and the end-of-training export read exists (its error names every switch
+    that stops a read); compiles nothing."""
+    config = run.config
+    readers = ["--config.eval.export_at_end=False"] if config.eval.export_at_end else []
+    readers += [f"--config.evals.{name}.enabled=False" for name in sorted(config.evals.keys())
+                if config.evals[name].get("enabled", True)]
+    if readers:
+        embedding.check_split(config, config.data.eval_split, "config.data.eval_split",
+                              f"turn off what reads it: {', '.join(readers)}")
     return evaluators.build_all(run)
 
 

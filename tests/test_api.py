@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import small_fmnist_npz, tiny_config
+from helpers import run_main, small_fmnist_npz, tiny_config
 from PIL import Image
 
 import sslx
@@ -62,6 +62,38 @@ def test_every_output_lands_in_a_remote_workdir(trained, monkeypatch):
     assert "knn_top1_k5" in lines[-1]
     assert os.listdir(cwd) == []  # no local folder named "ram:" (or anything else)
     assert os.path.isdir(os.path.join(checkpoints, "2"))
+
+
+def test_evaluate_mode_prints_and_saves_every_named_figure(trained, monkeypatch, capsys):
+    """`--mode=evaluate` on the saved run: k-NN equals the one at the end of training,
+    the probe and the low-label subsets report, and everything lands in the workdir."""
+    _, workdir, _, _, cwd = trained
+    monkeypatch.chdir(cwd)
+    run_main("--mode=evaluate", f"--workdir={workdir}", "--distributed=off",
+             "--evals=knn,linear_probe,low_label,collapse",
+             "--config.evals.linear_probe.costs=(0.1,1.0)",
+             "--config.evals.low_label.fractions=(0.1,)",
+             "--config.evals.low_label.shots=(2,)", "--config.evals.low_label.seeds=2")
+    printed = dict(line.rsplit(": ", 1) for line in capsys.readouterr().out.splitlines())
+    saved = json.loads(fs.read_text(fs.join(workdir, "evals.json")))
+    assert saved["step"] == 2 and set(saved["seconds"]) == {"knn", "linear_probe", "low_label",
+                                                            "collapse"}
+    figures = {f"{name} {metric}": value for name, metrics in saved["metrics"].items()
+               for metric, value in metrics.items()}
+    assert set(figures) == {
+        "knn top1_k5", "linear_probe top1", "linear_probe top5", "linear_probe cost",
+        "low_label 10pct_top1", "low_label 10pct_top1_std", "low_label 2shot_top1",
+        "low_label 2shot_top1_std", "collapse std", "collapse rankme"}
+    assert {name: float(printed[name]) for name in figures} == pytest.approx(figures, abs=5e-5)
+    trained_lines = fs.read_text(fs.join(workdir, "metrics.jsonl")).splitlines()
+    assert figures["knn top1_k5"] == json.loads(trained_lines[-1])["knn_top1_k5"]
+    assert 0 <= figures["linear_probe top1"] <= figures["linear_probe top5"] <= 1
+    assert figures["linear_probe cost"] in (0.1, 1.0) and figures["collapse rankme"] >= 1
+    subsets = fs.join(workdir, "evals", "low_label")
+    rows = fs.load_npy(fs.join(subsets, "2shot_seed1.npy"))
+    assert len(rows) == 20 and {"10pct_seed0.npy", "2shot_seed0.npy"} <= set(
+        tf.io.gfile.listdir(subsets))
+    assert os.listdir(cwd) == []
 
 
 def test_checkpoints_refuse_a_file_system_orbax_cannot_write():

@@ -121,17 +121,20 @@ def test_bad_knn_settings_fail_before_compiling(overrides, message, npz, tmp_pat
         train.train_and_evaluate(tiny_config(npz=npz, **overrides), str(tmp_path / "run"))
 
 
-@pytest.mark.parametrize("export_at_end, switch", [
-    (False, "--config.evals.knn.enabled=False"),
-    (True, "--config.eval.export_at_end=False"),
+@pytest.mark.parametrize("export_at_end, switches", [
+    (False, "--config.evals.collapse.enabled=False, --config.evals.knn.enabled=False"),
+    (True, "--config.eval.export_at_end=False, --config.evals.collapse.enabled=False, "
+           "--config.evals.knn.enabled=False"),
 ])
-def test_missing_eval_split_names_what_reads_it(export_at_end, switch, npz, tmp_path,
+def test_missing_eval_split_names_what_reads_it(export_at_end, switches, npz, tmp_path,
                                                   monkeypatch):
     monkeypatch.setattr(train.Run, "init_state", lambda run: pytest.fail("compiled"))
     config = tiny_config(npz=npz, **{"data.eval_split": "validation",
                                      "eval.export_at_end": export_at_end})
-    with pytest.raises(DataError, match=rf"no split 'validation'.*{switch}"):
+    with pytest.raises(DataError, match=rf"no split 'validation'.*turn off what reads it: "
+                                        rf"{switches}\)$"):
         train.train_and_evaluate(config, str(tmp_path / "run"))
-    no_knn = tiny_config(npz=npz, **{"data.eval_split": "validation", "eval.export_at_end": False,
-                                     "evals.knn.enabled": False})
-    assert train.build_evaluators(train.prepare(no_knn, str(tmp_path / "off"))) == {}
+    none_read = tiny_config(npz=npz, **{"data.eval_split": "validation",
+                                        "eval.export_at_end": False, "evals.knn.enabled": False,
+                                        "evals.collapse.enabled": False})
+    assert train.build_evaluators(train.prepare(none_read, str(tmp_path / "off"))) == {}

@@ -11,7 +11,7 @@ its type declares in `defaults` (missing ones take those values)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -82,5 +82,24 @@ def build_all(run: Any) -> dict[str, Evaluator]:
             if evals[name].get("enabled", True)}
 
 
-__all__ = ["COMMON_FIELDS", "Evaluator", "build", "build_all", "default_config", "names",
-           "register"]
+def build_named(run: Any, selected: Sequence[str]) -> dict[str, Evaluator]:
+    """The evaluators `selected`, in that order, enabled or not: each the section of
+    `run.config.evals` by that name or, where there is none (a run saved before
+    the type existed), an evaluator type of that name with its defaults."""
+    evals = run.config.evals
+    built = {}
+    for name in selected:
+        if name in evals:
+            built[name] = build(name, evals[name], run)
+        elif name in names():
+            built[name] = build(name, default_config(name), run)
+        else:
+            raise ConfigError(
+                f"--evals names {name!r}, which is neither a section of config.evals "
+                f"({', '.join(sorted(evals.keys())) or 'none'}) nor an evaluator type "
+                f"({', '.join(names())}){close_matches(name, [*evals.keys(), *names()])}")
+    return built
+
+
+__all__ = ["COMMON_FIELDS", "Evaluator", "build", "build_all", "build_named", "default_config",
+           "names", "register"]

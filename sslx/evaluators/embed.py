@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,34 +45,98 @@ def _embed_fn(method: Method, mesh: Mesh):
 
 def embedded_batches(method: Method, params: Any, method_state: Any,
                      config: ml_collections.ConfigDict, split: str,
-                     mesh: Mesh) -> Iterator[tuple[jax.Array, jax.Array, jax.Array]]:
+                     mesh: Mesh) -> Iterator[tuple[jax.Array, ...]]:
     """One pass over `split` in batches of `config.eval.batch_size` (global): features
-    float32 [B, D], labels int32 [B] (-1 where unlabelled) and validity bool [B]
-    (False on the padding of the last batch), as global arrays split over the mesh.
-    Every host runs the same number of batches."""
+    float32 [B, D], labels int32 [B] (-1 where unlabelled), validity bool [B]
+    (False on the padding of the last batch) and the normalised images embedded
+    [B, S, S, 3], as global arrays split over the mesh. Every host runs the same
+    number of batches."""
     embed = _embed_fn(method, mesh)
     for batch in pipeline.eval_iterator(config, split, batch_size=config.eval.batch_size,
                                         size=eval_image_size(method.spec)):
         images = sharding.global_batch(batch["image"], mesh)
         extras = sharding.global_batch({"label": batch["label"].astype(np.int32),
                                         "valid": batch["valid"]}, mesh)
-        yield embed(params, method_state, images), extras["label"], extras["valid"]
+        yield embed(params, method_state, images), extras["label"], extras["valid"], images
 
 
 def embed_split(method: Method, params: Any, method_state: Any,
-                config: ml_collections.ConfigDict, split: str,
-                mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
-    """Features float32 [N, D] and labels int32 [N] (-1 where unlabeled) of `split`.
+                config: ml_collections.ConfigDict, split: str, mesh: Mesh,
+                max_examples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Features float32 [N, D] and labels int32 [N] (-1 where unlabeled) of `split`,
+    or of its first batches holding `max_examples` images.
 
     Every host gets the full arrays (hosts' shards are concatenated), so process 0
-    can write them: for export. Evaluators use `embedded_batches`, which keeps the
-    split on the devices."""
-    features, labels = [], []
-    for outputs, label, valid in embedded_batches(method, params, method_state, config, split,
-                                                  mesh):
-        outputs, label, valid = multihost_utils.process_allgather((outputs, label, valid),
-                                                                  tiled=True)
+    can write them (export) and host-side fits see every row (the linear probe).
+    The k-NN evaluator uses `embedded_batches`, which keeps the split on the devices."""
+    features, labels, _ = _gathered(method, params, method_state, config, split, mesh,
+                                    max_examples, with_images=False)
+    return features, labels
+
+
+def embed_examples(method: Method, params: Any, method_state: Any,
+                   config: ml_collections.ConfigDict, split: str, mesh: Mesh,
+                   max_examples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`embed_split` of the first `max_examples` images of `split`, and those images as
+    the network saw them, uint8 [N, S, S, 3] (for pictures)."""
+    features, labels, images = _gathered(method, params, method_state, config, split, mesh,
+                                         max_examples, with_images=True)
+    mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
+    images = np.clip(np.rint((images * std + mean) * 255), 0, 255).astype(np.uint8)
+    return features, labels, images
+
+
+def _gathered(method: Method, params: Any, method_state: Any,
+              config: ml_collections.ConfigDict, split: str, mesh: Mesh,
+              max_examples: int | None, with_images: bool) -> tuple[np.ndarray, ...]:
+    """Features, labels and (`with_images`) normalised images of `split`'s first
+    `max_examples` (None: all) valid rows, gathered from every host."""
+    dtypes = (np.float32, np.int32, np.float32)[:3 if with_images else 2]
+    gathered: list[list[np.ndarray]] = [[] for _ in dtypes]
+    count = 0
+    for outputs, label, valid, images in embedded_batches(method, params, method_state, config,
+                                                          split, mesh):
+        wanted = (outputs, label, images)[:len(dtypes)]
+        wanted, valid = multihost_utils.process_allgather((wanted, valid), tiled=True)
         valid = np.asarray(valid, bool)
-        features.append(np.asarray(outputs, np.float32)[valid])
-        labels.append(np.asarray(label, np.int32)[valid])
-    return np.concatenate(features), np.concatenate(labels)
+        for kept, array, dtype in zip(gathered, wanted, dtypes, strict=True):
+            kept.append(np.asarray(array, dtype)[valid])
+        count += int(valid.sum())
+        if max_examples is not None and count >= max_examples:
+            break
+    arrays = [np.concatenate(kept)[:max_examples] for kept in gathered]
+    return (*arrays, None) if not with_images else tuple(arrays)
+
+
+def split_features(run: Any, state: Any, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """`embed_split` of the whole `split` by `state`, computed once per train step and
+    kept in `run.features`, so the evaluators that fit on host-side features (the
+    linear probe, low-label evaluation) embed each split once between them."""
+    key = (int(state.step), split)
+    if key not in run.features:
+        run.features = {k: v for k, v in run.features.items() if k[0] == key[0]}
+        run.features[key] = embed_split(run.method, state.params, state.method_state,
+                                        run.config, split, run.mesh)
+    return run.features[key]
+
+
+def check_labelled_splits(config: ml_collections.ConfigDict, switch: str) -> None:
+    """`check_split` of the train and eval splits a labelled evaluator reads."""
+    check_split(config, config.data.eval_split, "config.data.eval_split", switch)
+    check_split(config, config.data.train_split, "config.data.train_split", switch)
+
+
+def labelled_features(run: Any, state: Any, name: str
+                      ) -> tuple[tuple[np.ndarray, np.ndarray], ...] | None:
+    """`split_features` of the run's train and eval splits, or None, with one log line
+    naming evaluator `name` and the split, where either has unlabelled images."""
+    data = run.config.data
+    splits = tuple(split_features(run, state, split)
+                   for split in (data.train_split, data.eval_split))
+    for split, (_, labels) in zip((data.train_split, data.eval_split), splits, strict=True):
+        missing = int((labels < 0).sum())
+        if missing:
+            logging.getLogger("sslx").info("%s skipped: split %r has %d unlabelled images",
+                                           name, split, missing)
+            return None
+    return splits

@@ -190,17 +190,14 @@ class KNN(Evaluator):
     split has unlabelled images."""
 
     def __init__(self, name: str, config: ml_collections.ConfigDict, run: Any):
-        from sslx.evaluators.embed import check_split  # the data pipeline imports TensorFlow
+        from sslx.evaluators.embed import check_labelled_splits  # imports TensorFlow
 
         super().__init__(name, config, run)
         self.ks = _check_ks(config.ks, f"config.evals.{name}.ks")
         if not config.temperature > 0:
             raise ConfigError(f"config.evals.{name}.temperature={config.temperature!r} "
                               "must be > 0")
-        switch = f"--config.evals.{name}.enabled=False"
-        data = run.config.data
-        check_split(run.config, data.eval_split, "config.data.eval_split", switch)
-        check_split(run.config, data.train_split, "config.data.train_split", switch)
+        check_labelled_splits(run.config, f"--config.evals.{name}.enabled=False")
         self._skipped = ""  # why k-NN cannot run on this data, once known
         mesh = run.mesh
         batched = NamedSharding(mesh, PartitionSpec(None, sharding.DATA_AXIS))
@@ -226,7 +223,7 @@ class KNN(Evaluator):
             return self._skip(f"split {data.eval_split!r} has {missing} unlabelled images")
         neighbours = self._empty(tuple(features.shape[:-1]), max(self.ks))
         for index, bank in enumerate(self._batches(state, data.train_split)):
-            neighbours = self._merge(neighbours, features, *bank)
+            neighbours = self._merge(neighbours, features, *bank[:3])
             if index == 0 and int(neighbours.unlabelled):  # an unlabelled bank: stop early
                 return self._skip(f"split {data.train_split!r} has unlabelled images")
         if int(neighbours.unlabelled):

@@ -102,7 +102,10 @@ class Block(nn.Module):
     kernel_init: Initializer = inits.torch_trunc_normal
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, *, train: bool, sow_attention: bool = False
+                 ) -> jnp.ndarray:
+        """`sow_attention`: the attention weights [B, heads, T, T] go to the
+        `intermediates` collection as `attn/attention_weights` (for pictures)."""
         dim = x.shape[-1]
         dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=self.kernel_init)
         norm = functools.partial(nn.LayerNorm, epsilon=1e-6, dtype=self.dtype)
@@ -110,7 +113,7 @@ class Block(nn.Module):
         y = norm(name="norm1")(x)
         y = nn.MultiHeadDotProductAttention(
             self.num_heads, dtype=self.dtype, kernel_init=self.kernel_init, name="attn"
-        )(y, deterministic=True)
+        )(y, deterministic=True, sow_weights=sow_attention)
         x = x + drop(y)
         y = norm(name="norm2")(x)
         y = dense(self.mlp_ratio * dim, name="fc1")(y)
@@ -157,10 +160,12 @@ class ViT(nn.Module):
         train: bool,
         mask: jnp.ndarray | None = None,
         return_tokens: bool = False,
+        sow_attention: bool = False,
     ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
         """Class-token features [B, D] after the final norm, and with
         `return_tokens` also the patch tokens [B, N, D]. `mask` [B, N] (True =
-        masked) replaces those patch embeddings by `mask_token`."""
+        masked) replaces those patch embeddings by `mask_token`. `sow_attention`
+        sows the last block's attention weights (`Block`) into `intermediates`."""
         batch, height, width, _ = x.shape
         p = self.patch_size
         if self.weight_init not in INITS:
@@ -194,7 +199,8 @@ class ViT(nn.Module):
         rates = np.linspace(0.0, self.drop_path, self.depth)
         for i, rate in enumerate(rates):
             x = Block(self.num_heads, self.mlp_ratio, float(rate), self.dtype, init.dense,
-                      name=f"block{i}")(x, train=train)
+                      name=f"block{i}")(x, train=train,
+                                        sow_attention=sow_attention and i == self.depth - 1)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
         return (x[:, 0], x[:, 1:]) if return_tokens else x[:, 0]
 
