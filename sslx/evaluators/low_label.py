@@ -21,8 +21,7 @@ import numpy as np
 from sslx import fs
 from sslx.errors import ConfigError, DataError
 from sslx.evaluators import register
-from sslx.evaluators.base import Evaluator
-from sslx.evaluators.linear_probe import check_max_iter
+from sslx.evaluators.linear_probe import FeatureFitEvaluator
 
 
 def balanced_subset(labels: np.ndarray, per_class: dict[int, int], seed: int) -> np.ndarray:
@@ -58,17 +57,15 @@ def subset_name(fraction: float | None = None, shots: int | None = None) -> str:
     cost=1.0,                 # the probe's inverse regularisation strength C
     max_iter=1000,            # L-BFGS iterations per fit
 ))
-class LowLabel(Evaluator):
+class LowLabel(FeatureFitEvaluator):
     """Metrics `<subset>_top1` (mean over `seeds`) and `<subset>_top1_std`, for each
     subset `1pct`, `10pct`, `1shot`, ... (`subset_name`). Subset indices go to
     `WORKDIR/evals/<name>/<subset>_seed<k>.npy`. Skipped (no metrics, one log line)
     when either split has unlabelled images."""
 
     def __init__(self, name: str, config: ml_collections.ConfigDict, run: Any):
-        from sslx.evaluators.embed import check_labelled_splits  # imports TensorFlow
         from sslx.evaluators.linear import check_costs  # imports scikit-learn
 
-        super().__init__(name, config, run)
         where = f"config.evals.{name}"
         self.fractions = _check_numbers(config.fractions, f"{where}.fractions",
                                         lambda f: isinstance(f, (int, float)) and 0 < f <= 1,
@@ -82,17 +79,12 @@ class LowLabel(Evaluator):
         if not (isinstance(config.seeds, int) and config.seeds >= 1):
             raise ConfigError(f"{where}.seeds={config.seeds!r} must be a positive integer")
         self.cost = check_costs(config.cost, f"{where}.cost")[0]
-        check_max_iter(config.max_iter, f"{where}.max_iter")
-        check_labelled_splits(run.config, f"--config.evals.{name}.enabled=False")
+        super().__init__(name, config, run)
 
-    def evaluate(self, state: Any) -> dict[str, float]:
-        from sslx.evaluators.embed import labelled_features
+    def score(self, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+              test_y: np.ndarray) -> dict[str, float]:
         from sslx.evaluators.linear import fit, topk_accuracy
 
-        splits = labelled_features(self.run, state, self.name)
-        if splits is None:
-            return {}
-        (train_x, train_y), (test_x, test_y) = splits
         subsets = {subset_name(fraction=f): fraction_per_class(train_y, f)
                    for f in self.fractions}
         subsets.update({subset_name(shots=s): dict.fromkeys(np.unique(train_y).tolist(), s)
