@@ -144,6 +144,15 @@ def dino_views(local_count: int, global_scale: tuple[float, float] = (0.4, 1.0),
     ))
 
 
+def supervised_views(size: int) -> ml_collections.ConfigDict:
+    """The standard supervised training crop (torchvision's reference and DeiT's, less
+    RandAugment and random erasing): one random resized crop 0.08-1, bilinear, and
+    a flip; no colour, blur or solarization."""
+    return view_group(count=1, size=size, crop_scale=(0.08, 1.0), crop_resize="bilinear",
+                      flip_prob=0.5, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0,
+                      solarize_prob=0.0)
+
+
 # ---------------------------------------------------------------- optimizers
 
 
@@ -192,6 +201,17 @@ def dino_vit(config: ml_collections.ConfigDict, model: str, *, patch_size: int,
     config.model.patch_size = patch_size
     config.model.drop_path = 0.1
     dino_optim(config)
+
+
+def layer_decay(depth: int, decay: float) -> ml_collections.ConfigDict:
+    """`config.optim.lr_multipliers` of layer-wise lr decay over a ViT backbone of
+    `depth` blocks, as MAE's and BEiT's fine-tuning (`util/lr_decay.py`): block i
+    learns at decay^(depth - i) of the lr, the patch projection, class token and
+    positions at decay^(depth + 1), the final norm and the head at the full lr."""
+    multipliers = {"^backbone/(patch_embed|cls_token|pos_embedding)": decay ** (depth + 1)}
+    multipliers.update({f"^backbone/block{block}/": decay ** (depth - block)
+                        for block in range(depth)})
+    return ml_collections.ConfigDict(multipliers)
 
 
 # ---------------------------------------------------------------- `:runlocal` overrides

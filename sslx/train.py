@@ -31,7 +31,7 @@ from sslx import checkpoint, config_checks, evaluators, fs, methods, optim, save
 from sslx.checkpoint import Checkpointer, checkpoint_directory, describe
 from sslx.data import pipeline
 from sslx.data.spec import InputSpec, input_spec
-from sslx.errors import CheckpointError, ConfigError
+from sslx.errors import CheckpointError, ConfigError, DataError
 from sslx.evaluators import Evaluator
 from sslx.evaluators import embed as embedding
 from sslx.evaluators.export import write_embeddings
@@ -199,7 +199,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     progress = Progress(total_steps, run.length.steps_per_epoch, start_step)
     try:
         for step in range(start_step + 1, total_steps + 1):
-            state, metrics = train_step(state, sharding.global_batch(next(batches), run.mesh))
+            batch = next(batches)
+            if step == start_step + 1:
+                _check_labelled(run, batch)
+            state, metrics = train_step(state, sharding.global_batch(batch, run.mesh))
             if step == start_step + 1:
                 jax.block_until_ready(state)
                 throughput.start(step)
@@ -404,6 +407,16 @@ def _write(run: Run, split: str, features: np.ndarray, labels: np.ndarray,
         return {}
     return write_embeddings(fs.join(run.workdir, "embeddings"), split, features, labels,
                             run.config, step)
+
+
+def _check_labelled(run: Run, batch: dict) -> None:
+    """`DataError` when the method learns from labels and the first batch has an
+    unlabelled image (checked before the train step compiles)."""
+    if run.method.needs_labels and (np.asarray(batch["label"]) < 0).any():
+        raise DataError(
+            f"method {run.config.method.name!r} learns from labels, but split "
+            f"{run.config.data.train_split!r} has unlabelled images; set "
+            "config.data.train_split to a labelled split")
 
 
 def _check_finite(metrics: dict, step: int) -> None:

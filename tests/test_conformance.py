@@ -31,9 +31,12 @@ from sslx import methods, models
 from sslx.methods.base import TrainLength
 
 METHODS = methods.names()
-# Method state that a recipe only starts using later, in use from the second step
-# here, so that it is compared across devices and restored on resuming.
-LIVE_STATE = {"swav": {"method.queue_length": 16, "method.queue_start_epoch": 0.0}}
+# What a method's first recipe leaves off or starts later, on from the start here so
+# that it is compared across devices and restored on resuming: SwAV's queue, the
+# supervised baseline's label smoothing, mixup and CutMix (its ViT recipes' settings).
+LIVE_STATE = {"swav": {"method.queue_length": 16, "method.queue_start_epoch": 0.0},
+              "supervised": {"method.label_smoothing": 0.1, "method.mixup_alpha": 0.8,
+                             "method.cutmix_alpha": 1.0}}
 
 
 @pytest.mark.parametrize("name", METHODS)

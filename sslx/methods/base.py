@@ -59,6 +59,9 @@ class Method(abc.ABC):
     """
 
     inputs: tuple[str, ...] = ("views", "label")
+    # Whether the loss learns from the labels (supervised): training on a split with
+    # unlabelled images is then an error, before anything compiles.
+    needs_labels: bool = False
 
     def __init__(self, config: ml_collections.ConfigDict, *, model: ml_collections.ConfigDict,
                  spec: InputSpec, length: TrainLength, dtype: str = "float32"):

@@ -1,0 +1,28 @@
+r"""Supervised ViT-S/16 on ImageNet: DeiT-S (Touvron et al. 2021, Table 9; official
+facebookresearch/deit `main.py` defaults), the baseline of the ViT recipes.
+
+    python -m sslx.main --config=configs/supervised_vits16.py --workdir=gs://BUCKET/sup_vits16
+
+Batch 1024, AdamW lr 5e-4 x B/512 (2.5e-4 x B/256), weight decay 0.05 (not on
+biases and norms), 5 warmup epochs then a cosine to 1e-5, 300 epochs, drop-path
+0.1, label smoothing 0.1, mixup 0.8 and CutMix 1.0 (one or the other per batch).
+RandAugment, random erasing and repeated augmentation are not offered (see
+docs/RECIPES.md).
+"""
+
+from sslx import recipes
+from sslx.config_defaults import base_config, with_variant
+
+
+def get_config(arg=None):
+    config = base_config(method="supervised")
+    recipes.imagenet(config, "vit_s", batch_size=1024, epochs=300.0)
+    config.model.patch_size = 16
+    config.model.drop_path = 0.1
+    config.views.global_crops = recipes.supervised_views(224)
+    config.method.update(dict(label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0,
+                              head_init="trunc_normal"))
+    config.optim.update(dict(
+        name="adamw", base_lr=2.5e-4, lr_scaling="linear", min_lr=1e-5, warmup_epochs=5.0,
+        weight_decay=0.05, exclude_bias_and_norm=True))
+    return with_variant(config, arg, runlocal_overrides={"method.num_classes": 10})
