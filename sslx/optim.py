@@ -210,32 +210,40 @@ def freeze_for_steps(
     return optax.GradientTransformationExtraArgs(init, update)
 
 
-def _frozen_steps(tree: PyTree, rules: Sequence[tuple[re.Pattern, int]]) -> PyTree:
-    """For each leaf, the steps it stays frozen: the largest `n` of the rules
-    `(regex, n)` matching its path, 0 if none does."""
+def _frozen_rule(tree: PyTree, rules: Sequence[tuple[re.Pattern, int]]) -> PyTree:
+    """For each leaf, the index of the first rule `(regex, n)` matching its path (the
+    rules come longest freeze first, `_frozen_rules`), -1 if none does."""
     paths = param_paths(tree)
     _check_patterns_match("frozen", [p for p, _ in rules], paths)
     return jax.tree.map(
-        lambda path: max((n for p, n in rules if p.search(path)), default=0), paths)
+        lambda path: next((i for i, (p, _) in enumerate(rules) if p.search(path)), -1), paths)
+
+
+def _frozen_steps(tree: PyTree, rules: Sequence[tuple[re.Pattern, int]]) -> PyTree:
+    """For each leaf, the steps it stays frozen: the `n` of its `_frozen_rule`, the
+    largest of the rules matching its path; 0 if none does."""
+    return jax.tree.map(lambda i: rules[i][1] if i >= 0 else 0, _frozen_rule(tree, rules))
 
 
 def adam_counting_from_unfreezing(
     adam: optax.GradientTransformation, rules: Sequence[tuple[re.Pattern, int]]
 ) -> optax.GradientTransformation:
-    """`adam` for the params no rule freezes, and for the params frozen for `n` steps
-    a copy of it that first steps at step `n` (`optax.transforms.conditionally_mask`):
-    its step count, hence its bias correction, starts when the freeze ends. PyTorch's
-    AdamW skips a param without gradient (DINO's and iBOT's last layer in the first
-    epoch) in the same way; one shared count would make the first updates after the
-    freeze several times too large."""
-    lengths = sorted({n for _, n in rules})
+    """`adam` for the params no rule freezes, and for the params of rule i, frozen for
+    `n` steps, a copy of it that first steps at step `n`
+    (`optax.transforms.conditionally_mask`): its step count, hence its bias
+    correction, starts when the freeze ends. PyTorch's AdamW skips a param without
+    gradient (DINO's and iBOT's last layer in the first epoch) in the same way; one
+    shared count would make the first updates after the freeze several times too
+    large. The groups are the rules, not their lengths in steps, so the state's
+    structure does not depend on the run's length: a run restored without its
+    training data (`sslx.load`, export, evaluation) has the same state."""
 
     def labels(tree: PyTree) -> PyTree:
-        return jax.tree.map(lambda n: f"frozen_{n}" if n else "trained",
-                            _frozen_steps(tree, rules))
+        return jax.tree.map(lambda i: f"frozen_{i}" if i >= 0 else "trained",
+                            _frozen_rule(tree, rules))
 
-    groups = {f"frozen_{n}": optax.transforms.conditionally_mask(
-        adam, lambda count, n=n: count >= n) for n in lengths}
+    groups = {f"frozen_{i}": optax.transforms.conditionally_mask(
+        adam, lambda count, n=n: count >= n) for i, (_, n) in enumerate(rules)}
     return optax.partition({"trained": adam, **groups}, labels)
 
 
@@ -306,10 +314,14 @@ def _epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:
 
 
 def _frozen_rules(frozen: Any, steps_per_epoch: int) -> list[tuple[re.Pattern, int]]:
+    """`config.optim.frozen` as `(regex, steps)` rules, longest freeze first (the order
+    of the config on a tie). Every rule of more than 0 epochs is kept, also one this
+    run is too short to freeze anything with (0 steps), so which rules exist, and
+    the optimizer state's structure with them, depend on the config alone."""
     rules = _pattern_rules("frozen", frozen, "a number of epochs >= 0",
                            lambda epochs: epochs >= 0)
-    steps = [(pattern, _epochs_to_steps(epochs, steps_per_epoch)) for pattern, epochs in rules]
-    return [(pattern, n) for pattern, n in steps if n > 0]
+    rules = sorted([rule for rule in rules if rule[1] > 0], key=lambda rule: -rule[1])
+    return [(pattern, _epochs_to_steps(epochs, steps_per_epoch)) for pattern, epochs in rules]
 
 
 def _pattern_rules(field: str, mapping: Any, requirement: str,

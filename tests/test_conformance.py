@@ -1,8 +1,8 @@
 """The checks every registered method passes, so a new method gets them by
 registering (and shipping a recipe): the command line trains it on 8 devices,
-is preempted and resumes, and its first two steps equal a 1-device reference
-on the same batches; `embed` gives backbone features; its recipe's config is
-locked.
+is preempted and resumes, its first two steps equal a 1-device reference on
+the same batches, and `sslx.load` restores it; `embed` gives backbone features;
+its recipe's config is locked.
 
 A method's recipe here is `helpers.method_recipe`, with a 2-block ViT-T as its
 backbone whatever the recipe's (`helpers.SMALL_BACKBONE`): these checks are of
@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from helpers import (
+    END_TO_END_STEPS,
     SMALL_BACKBONE,
     assert_run_matches_reference,
     end_to_end_config,
@@ -27,6 +28,7 @@ from helpers import (
     synthetic_batch,
 )
 
+import sslx
 from sslx import methods, models
 from sslx.methods.base import TrainLength
 
@@ -47,6 +49,8 @@ def test_trains_on_8_devices_as_on_1_and_resumes(name, npz, tmp_path, capsys):
     assert_run_matches_reference(end_to_end_config(path, npz, **overrides), workdir,
                                  batches, str(tmp_path / "one"))
     resume_cli(path, npz, workdir, capsys, **overrides)
+    # Restored without its training length (sslx.load, export, --mode=evaluate).
+    assert sslx.load(workdir).step == END_TO_END_STEPS
 
 
 @pytest.mark.parametrize("name", METHODS)

@@ -180,6 +180,22 @@ def test_adam_of_a_frozen_param_counts_from_its_unfreezing():
                       rtol=1e-4)
 
 
+@pytest.mark.parametrize("name", ["adamw", "lars"])
+def test_state_structure_does_not_depend_on_the_run_length(name):
+    """A run restored without its training data (`sslx.load`, export, evaluation) builds
+    its optimizer for `train.EMBED_ONLY`'s length: its state must have the structure
+    the training run saved, also where a freeze is too short to last a step there."""
+    c = optim_config(name=name, base_lr=0.1)
+    c.frozen["^head/"] = 0.05
+    c.frozen["kernel"] = 2.0
+    structures = {
+        str(jax.tree.structure(build_optimizer(
+            c, global_batch_size=256, total_steps=10**6,
+            steps_per_epoch=steps_per_epoch)[0].init(PARAMS)))
+        for steps_per_epoch in (1, 10, 1251)}
+    assert len(structures) == 1
+
+
 def test_lr_per_epoch_changes_once_per_epoch():
     opt, lr = build(optim_config(name="sgd", base_lr=0.1, momentum=0.0, weight_decay=0.0,
                                  lr_per_epoch=True))

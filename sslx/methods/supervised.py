@@ -109,7 +109,8 @@ class Supervised(Method):
     `method.cutmix_alpha`, `method.head_init`. One view (`config.views` with one
     crop). Metrics: `top1` on the training batch (a mixed image counts as the
     image it was mixed into), `labelled` (the share of the batch that counts)
-    and `mix_lambda`. Evaluation embeds the backbone's features, like every method."""
+    and, when mixing, `mix_lambda`. Evaluation embeds the backbone's features,
+    like every method."""
 
     needs_labels = True
 
@@ -149,6 +150,7 @@ class Supervised(Method):
         count = jnp.maximum(jnp.sum(labelled), 1)
         loss = jnp.sum(jnp.where(labelled, per_image, 0.0)) / count
         correct = (jnp.argmax(outputs["logits"], axis=-1) == labels) & labelled
-        metrics = {"top1": jnp.sum(correct) / count, "labelled": jnp.mean(labelled),
-                   "mix_lambda": lam}
+        metrics = {"top1": jnp.sum(correct) / count, "labelled": jnp.mean(labelled)}
+        if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+            metrics["mix_lambda"] = lam
         return loss, ({"batch_stats": batch_stats}, metrics)
