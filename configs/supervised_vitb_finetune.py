@@ -25,15 +25,7 @@ RUNLOCAL_DEPTH = 4  # config_defaults.runlocal's ViT
 
 def get_config(arg=None):
     config = base_config(method="supervised")
-    recipes.imagenet(config, "vit_b", batch_size=1024, epochs=100.0)
-    config.model.patch_size = 16
-    config.model.drop_path = 0.1
-    config.views.global_crops = recipes.supervised_views(224)
-    config.method.update(dict(label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0,
-                              head_init="trunc_normal"))
-    config.optim.update(dict(
-        name="adamw", base_lr=5e-4, lr_scaling="linear", min_lr=1e-6, warmup_epochs=5.0,
-        weight_decay=0.05, exclude_bias_and_norm=True))
+    recipes.vit_supervised(config, "vit_b", epochs=100.0, base_lr=5e-4, min_lr=1e-6)
     config.optim.lr_multipliers = recipes.layer_decay(DEPTH, 0.65)
     config.init.parts = "backbone"
     return with_variant(config, arg, runlocal_overrides={

@@ -16,13 +16,5 @@ from sslx.config_defaults import base_config, with_variant
 
 def get_config(arg=None):
     config = base_config(method="supervised")
-    recipes.imagenet(config, "vit_s", batch_size=1024, epochs=300.0)
-    config.model.patch_size = 16
-    config.model.drop_path = 0.1
-    config.views.global_crops = recipes.supervised_views(224)
-    config.method.update(dict(label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0,
-                              head_init="trunc_normal"))
-    config.optim.update(dict(
-        name="adamw", base_lr=2.5e-4, lr_scaling="linear", min_lr=1e-5, warmup_epochs=5.0,
-        weight_decay=0.05, exclude_bias_and_norm=True))
+    recipes.vit_supervised(config, "vit_s", epochs=300.0, base_lr=2.5e-4, min_lr=1e-5)
     return with_variant(config, arg, runlocal_overrides={"method.num_classes": 10})

@@ -203,6 +203,23 @@ def dino_vit(config: ml_collections.ConfigDict, model: str, *, patch_size: int,
     dino_optim(config)
 
 
+def vit_supervised(config: ml_collections.ConfigDict, model: str, *, epochs: float,
+                   base_lr: float, min_lr: float) -> None:
+    """A supervised ViT/16 run on ImageNet as DeiT trains and MAE fine-tunes one: batch
+    1024, drop-path 0.1, the standard crop (`supervised_views`), label smoothing 0.1,
+    mixup 0.8 / CutMix 1.0, a trunc-normal head, AdamW lr `base_lr` x B/256 (wd
+    0.05, not on biases and norms), 5 warmup epochs then a cosine to `min_lr`."""
+    imagenet(config, model, batch_size=1024, epochs=epochs)
+    config.model.patch_size = 16
+    config.model.drop_path = 0.1
+    config.views.global_crops = supervised_views(224)
+    config.method.update(dict(label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0,
+                              head_init="trunc_normal"))
+    config.optim.update(dict(
+        name="adamw", base_lr=base_lr, lr_scaling="linear", min_lr=min_lr, warmup_epochs=5.0,
+        weight_decay=0.05, exclude_bias_and_norm=True))
+
+
 def layer_decay(depth: int, decay: float) -> ml_collections.ConfigDict:
     """`config.optim.lr_multipliers` of layer-wise lr decay over a ViT backbone of
     `depth` blocks, as MAE's and BEiT's fine-tuning (`util/lr_decay.py`): block i
