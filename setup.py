@@ -19,7 +19,7 @@ setup(
         "ml-collections>=1.0",
         "absl-py>=1.0",  # flags and logging of the command line
         "einops>=0.8",
-        "scikit-learn>=1.4",  # the linear probe's L-BFGS logistic regression, t-SNE
+        "scikit-learn>=1.4",  # import sklearn: the linear probe's L-BFGS, t-SNE
         "matplotlib>=3.8",  # the pictures evaluator's PNGs
         "numpy",
         "tqdm>=4.60",
