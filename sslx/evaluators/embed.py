@@ -19,6 +19,8 @@ from sslx.data.spec import InputSpec
 from sslx.errors import DataError
 from sslx.methods.base import Method
 
+log = logging.getLogger("sslx")
+
 
 def eval_image_size(spec: InputSpec) -> int:
     """The side images are embedded at: the run's `spec.eval_size`, the resolution
@@ -136,7 +138,6 @@ def labelled_features(run: Any, state: Any, name: str
     for split, (_, labels) in zip((data.train_split, data.eval_split), splits, strict=True):
         missing = int((labels < 0).sum())
         if missing:
-            logging.getLogger("sslx").info("%s skipped: split %r has %d unlabelled images",
-                                           name, split, missing)
+            log.info("%s skipped: split %r has %d unlabelled images", name, split, missing)
             return None
     return splits
