@@ -10,13 +10,8 @@ The ViT-S recipe (configs/mocov3_vits.py) with a ViT-B/16: batch 4096, AdamW lr
 (narrower heads, fewer steps).
 """
 
-import importlib.util
-import os
+from sslx import recipes
 
 
 def get_config(arg=None):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mocov3_vits.py")
-    spec = importlib.util.spec_from_file_location("mocov3_vits", path)
-    vits = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vits)
-    return vits.get_config(arg, model="vit_b")
+    return recipes.sibling_recipe(__file__, "mocov3_vits.py").get_config(arg, model="vit_b")

@@ -24,7 +24,7 @@ from flax import serialization
 
 from sslx import fs, saved_config, sharding, train
 from sslx.data import pipeline
-from sslx.errors import CheckpointError, DataError
+from sslx.errors import DataError
 from sslx.evaluators.embed import eval_image_size
 from sslx.methods.base import Method
 from sslx.models import build_backbone
@@ -92,9 +92,6 @@ def load(workdir: str, config: ml_collections.ConfigDict | None = None) -> Model
     run = train.prepare(config, workdir, length=train.EMBED_ONLY,
                         mesh=sharding.make_mesh(jax.local_devices()))
     try:
-        if run.checkpointer.latest_step() is None:
-            raise CheckpointError(f"no checkpoint in {run.checkpointer.directory}: "
-                                        "the run has not saved one yet")
         state = run.restore_state()
     finally:
         run.checkpointer.close()

@@ -106,7 +106,8 @@ class Checkpointer:
         """The latest state, laid out as `abstract_state` (shapes, dtypes, shardings)."""
         step = self.latest_step()
         if step is None:
-            raise CheckpointError(f"no checkpoint in {self.directory}")
+            raise CheckpointError(f"no checkpoint in {self.directory}: the run has not saved "
+                                  "one yet; train it first with the same --workdir")
         saved = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         if saved.meta != description:
             raise CheckpointError(

@@ -63,13 +63,13 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
     (a recipe names its view groups), `config.evals` (a recipe adds evaluators) and
     the `{regex: value}` maps
     `config.optim.frozen` and `config.optim.lr_multipliers`."""
-    from sslx import evaluators, methods  # here: importing the method's module imports jax
+    from sslx import evaluators, methods, online_probe  # here: they import jax
 
     c = ml_collections.ConfigDict()
     c.seed = 0
 
     c.data = ml_collections.ConfigDict(dict(
-        source="idx",                      # idx | tfds | folder | arrays
+        source="idx",                      # idx | tfds | folder | arrays | sample_photos
         name="fashion_mnist",              # TFDS builder name (source=tfds)
         path=FASHION_MNIST_IDX_DIR,        # IDX dir | folder root | .npz | TFDS data_dir
         train_split="train",
@@ -87,14 +87,14 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
     c.views = ml_collections.ConfigDict(dict(global_crops=view_group()))
 
     c.model = ml_collections.ConfigDict(dict(
-        name="resnet18",                   # resnet18|34|50, vit_t|vit_s|vit_b
+        name="resnet18",                   # resnet18|34|50, vit_t|vit_s|vit_b|vit_l
         stem="imagenet",                   # resnet: imagenet | cifar
         width=64,                          # resnet base width
         zero_init_residual=True,           # resnet: each block's last BN scale starts at 0
         patch_size=16,                     # vit
-        depth=0,                           # vit blocks; 0 = the variant's (12)
+        depth=0,                           # vit blocks; 0 = the variant's (12, vit_l 24)
         num_heads=0,                       # vit attention heads; 0 = the variant's
-        vit_init="trunc_normal",           # vit: trunc_normal (DINO, timm) | xavier (MoCo v3)
+        vit_init="trunc_normal",           # vit: trunc_normal (DINO, timm) | xavier (MoCo v3) | mae
         pos_embedding="learned",           # vit: learned | sincos
         drop_path=0.0,                     # vit stochastic depth rate
     ))
@@ -148,13 +148,19 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
     c.evals.linear_probe = evaluators.default_config("linear_probe", enabled=False)
     c.evals.low_label = evaluators.default_config("low_label", enabled=False)
     c.evals.pictures = evaluators.default_config("pictures", enabled=False)  # PNGs in plots/
+    # The eval-split accuracy of the online probe (needs config.online_probe.num_classes).
+    c.evals.online_probe = evaluators.default_config("online_probe", enabled=False)
     # Another run's weights to start from, when this run starts fresh (no checkpoint
     # in its workdir): a workdir or a checkpoint directory; '' = random init.
     c.init = ml_collections.ConfigDict(dict(
         checkpoint="",
         parts="backbone",                  # backbone | all (every leaf whose path and shape match)
     ))
-    for section in (c.data, c.model, c.method, c.optim, c.train, c.checkpoint, c.eval, c.init):
+    # A linear classifier of the labels trained beside the network on its stop-gradient
+    # features (sslx/online_probe.py); its eval-split accuracy is evals.online_probe's.
+    c.online_probe = online_probe.default_config()  # num_classes=0: off
+    for section in (c.data, c.model, c.method, c.optim, c.train, c.checkpoint, c.eval, c.init,
+                    c.online_probe):
         section.lock()
     c.optim.frozen.unlock()
     c.optim.lr_multipliers.unlock()

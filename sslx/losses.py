@@ -418,6 +418,35 @@ def swav_loss(
 
 
 # ---------------------------------------------------------------------------
+# Masked image modelling
+# ---------------------------------------------------------------------------
+
+# MAE's `forward_loss`: the variance of a patch's pixels is kept off zero by this.
+NORM_PIX_EPS = 1e-6
+
+
+def normalized_patches(patches: ArrayLike) -> jax.Array:
+    """Each patch's pixels [..., P] minus their mean, over their standard deviation,
+    as MAE's `norm_pix_loss` targets (torch's `var` is the unbiased one, ddof 1)."""
+    patches = _f32(patches)
+    mean = jnp.mean(patches, axis=-1, keepdims=True)
+    var = jnp.var(patches, axis=-1, keepdims=True, ddof=1)
+    return (patches - mean) / jnp.sqrt(var + NORM_PIX_EPS)
+
+
+def mae_loss(pred: ArrayLike, target_patches: ArrayLike, mask: ArrayLike,
+             norm_pix: bool) -> jax.Array:
+    """MAE (He et al. 2022, Sec. 3): the mean squared error per patch between the
+    decoder's prediction [B, N, P] and the image's patches [B, N, P]
+    (`models.vit.patchify`), averaged over the masked patches only (mask [B, N],
+    True = masked). With `norm_pix` the targets are `normalized_patches`."""
+    target = normalized_patches(target_patches) if norm_pix else _f32(target_patches)
+    per_patch = jnp.mean(jnp.square(_f32(pred) - target), axis=-1)
+    mask = _f32(mask)
+    return jnp.sum(per_patch * mask) / jnp.sum(mask)
+
+
+# ---------------------------------------------------------------------------
 # Diagnostics
 # ---------------------------------------------------------------------------
 

@@ -131,6 +131,8 @@ def _report(results: dict) -> None:
     if knn:
         others = ", ".join(f"k={k}: {v:.4f}" for k, v in knn[1:])
         print(f"k-NN top-1: {knn[0][1]:.4f} (k={knn[0][0]}{'; ' + others if others else ''})")
+    if "classifier_top1" in results:
+        print(f"classifier top-1: {results['classifier_top1']:.4f}")
     for name, metrics in results.get("evals", {}).items():
         for metric, value in metrics.items():
             print(f"{name} {metric}: {value:.4f}")

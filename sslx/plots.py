@@ -2,9 +2,10 @@
 
 Each function takes what it draws as numpy arrays and writes one PNG: a 2-D map
 of embeddings coloured by label (t-SNE, UMAP), a retrieval grid (each query and
-its nearest neighbours), self-attention maps of the class token per head, and
-the training curves of a run's `metrics.jsonl`. Matplotlib draws off-screen
-(its Agg canvas), so they run on machines without a display.
+its nearest neighbours), self-attention maps of the class token per head,
+masked-image reconstructions, and the training curves of a run's `metrics.jsonl`.
+Matplotlib draws off-screen (its Agg canvas), so they run on machines without a
+display.
 """
 
 from __future__ import annotations
@@ -89,6 +90,24 @@ def attention_maps(images: np.ndarray, maps: np.ndarray, path: str, title: str) 
             axes.set_axis_off()
     for head in range(heads):
         grid[0, head + 1].set_title(f"head {head}", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return save(figure, path)
+
+
+def reconstructions(masked: np.ndarray, predicted: np.ndarray, pasted: np.ndarray,
+                    originals: np.ndarray, path: str, title: str) -> str:
+    """One row per image (each uint8 [B, H, W, 3]): the masked input, the prediction of
+    every patch, the prediction with the visible patches pasted back, the original."""
+    columns = {"masked input": masked, "reconstruction": predicted,
+               "reconstruction + visible": pasted, "original": originals}
+    rows = len(originals)
+    figure = Figure(figsize=(1.6 * len(columns), 1.5 * rows + 0.5))
+    grid = figure.subplots(rows, len(columns), squeeze=False)
+    for column, (name, images) in enumerate(columns.items()):
+        grid[0, column].set_title(name, fontsize=8)
+        for row in range(rows):
+            _image(grid[row, column], images[row], None)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return save(figure, path)

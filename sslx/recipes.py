@@ -15,8 +15,13 @@ method's registered defaults (`base_config(method=...)`), not from here.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import types
+
 import ml_collections
 
+from sslx import evaluators
 from sslx.config_defaults import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -24,6 +29,20 @@ from sslx.config_defaults import (
     IMAGENET_STD,
     view_group,
 )
+
+# ---------------------------------------------------------------- recipes of recipes
+
+
+def sibling_recipe(config_file: str, name: str) -> types.ModuleType:
+    """The recipe file `name` beside `config_file` (a recipe's `__file__`), loaded by
+    its path as `--config` loads it: for a recipe that is another with one change
+    (a larger backbone), which calls that one's `get_config`."""
+    path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
+    spec = importlib.util.spec_from_file_location(os.path.splitext(name)[0], path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # ---------------------------------------------------------------- data and run length
 
@@ -208,16 +227,37 @@ def vit_supervised(config: ml_collections.ConfigDict, model: str, *, epochs: flo
     """A supervised ViT/16 run on ImageNet as DeiT trains and MAE fine-tunes one: batch
     1024, drop-path 0.1, the standard crop (`supervised_views`), label smoothing 0.1,
     mixup 0.8 / CutMix 1.0, a trunc-normal head, AdamW lr `base_lr` x B/256 (wd
-    0.05, not on biases and norms), 5 warmup epochs then a cosine to `min_lr`."""
+    0.05, not on biases and norms), 5 warmup epochs then a cosine to `min_lr`; the
+    classifier's test accuracy at the end."""
     imagenet(config, model, batch_size=1024, epochs=epochs)
     config.model.patch_size = 16
     config.model.drop_path = 0.1
     config.views.global_crops = supervised_views(224)
     config.method.update(dict(label_smoothing=0.1, mixup_alpha=0.8, cutmix_alpha=1.0,
                               head_init="trunc_normal"))
+    config.evals.classifier = evaluators.default_config("classifier")
     config.optim.update(dict(
         name="adamw", base_lr=base_lr, lr_scaling="linear", min_lr=min_lr, warmup_epochs=5.0,
         weight_decay=0.05, exclude_bias_and_norm=True))
+
+
+def mae_vit(config: ml_collections.ConfigDict, model: str, *, epochs: float) -> None:
+    """MAE pre-training of a ViT/16 on ImageNet (He et al. 2022, Appendix A.1; the
+    official PRETRAIN.md and `main_pretrain.py`): batch 4096, AdamW lr 1.5e-4 x B/256
+    with betas (0.9, 0.95), weight decay 0.05 (not on biases and norms), 40 warmup
+    epochs then a cosine to 0, no drop-path; MAE's init and fixed sin-cos positions;
+    one random resized crop 0.2-1, bicubic, and a flip; the reconstruction picture
+    at the end of the run."""
+    imagenet(config, model, batch_size=4096, epochs=epochs)
+    config.model.update(dict(patch_size=16, vit_init="mae", pos_embedding="sincos",
+                             drop_path=0.0))
+    config.views.global_crops = view_group(
+        count=1, size=224, crop_scale=(0.2, 1.0), crop_resize="bicubic", flip_prob=0.5,
+        jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0, solarize_prob=0.0)
+    config.optim.update(dict(
+        name="adamw", base_lr=1.5e-4, lr_scaling="linear", min_lr=0.0, warmup_epochs=40.0,
+        weight_decay=0.05, b1=0.9, b2=0.95, exclude_bias_and_norm=True))
+    config.evals.reconstruction = evaluators.default_config("reconstruction")
 
 
 def layer_decay(depth: int, decay: float) -> ml_collections.ConfigDict:
@@ -274,6 +314,12 @@ def swav_runlocal() -> dict:
         "optim.min_lr": 0.0,
         "train.steps": 60,
     }
+
+
+def mae_runlocal() -> dict:
+    """MAE: a 2-block, 128-wide decoder with 4 heads behind the 4-block ViT-T/4 (49
+    patches of 28 px crops, 12 kept)."""
+    return {"method.decoder_dim": 128, "method.decoder_depth": 2, "method.decoder_heads": 4}
 
 
 def dino_runlocal() -> dict:

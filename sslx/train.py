@@ -27,7 +27,18 @@ import ml_collections
 import numpy as np
 import optax
 
-from sslx import checkpoint, config_checks, evaluators, fs, methods, optim, saved_config, sharding
+from sslx import (
+    checkpoint,
+    config_checks,
+    evaluators,
+    fs,
+    methods,
+    models,
+    online_probe,
+    optim,
+    saved_config,
+    sharding,
+)
 from sslx.checkpoint import Checkpointer, checkpoint_directory, describe
 from sslx.data import pipeline
 from sslx.data.spec import InputSpec, input_spec
@@ -37,6 +48,7 @@ from sslx.evaluators import embed as embedding
 from sslx.evaluators.export import write_embeddings
 from sslx.methods.base import Method, TrainLength
 from sslx.metrics import MetricWriter, Progress, Throughput
+from sslx.online_probe import OnlineProbe
 
 log = logging.getLogger("sslx")
 
@@ -57,6 +69,16 @@ class TrainState:
     opt_state: Any
     method_state: Any
     rng: jax.Array
+    # The online linear probe's weights and optimizer state (`sslx.online_probe`);
+    # None where the run has none.
+    probe: Any = None
+
+    def saved_tree(self) -> dict[str, Any]:
+        """The state as a checkpoint holds it: a dict of its fields, those that are None
+        left out, so a run without a probe saves and restores the tree that runs
+        saved before the probe existed."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if getattr(self, field.name) is not None}
 
 
 @dataclasses.dataclass
@@ -70,6 +92,7 @@ class Run:
     spec: InputSpec  # the views and masks of config, parsed once
     method: Method
     optimizer: optax.GradientTransformation
+    probe: OnlineProbe | None  # the online linear probe, where config.online_probe has one
     lr_schedule: Any
     checkpointer: Checkpointer
     abstract_state: TrainState  # ShapeDtypeStructs carrying their shardings
@@ -77,13 +100,21 @@ class Run:
     # (`sslx.evaluators.embed.split_features`).
     features: dict = dataclasses.field(default_factory=dict, repr=False)
 
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The inputs of a training batch: the method's, and the labels for the probe."""
+        inputs = tuple(self.method.inputs)
+        return (*inputs, "label") if self.probe and "label" not in inputs else inputs
+
     def init_state(self) -> TrainState:
         """A fresh state, born sharded (no host-side copy of the parameters)."""
         shardings = jax.tree.map(lambda s: s.sharding, self.abstract_state)
         return jax.jit(self._init, out_shardings=shardings)()
 
     def restore_state(self) -> TrainState:
-        return self.checkpointer.restore(self.abstract_state, describe(self.config))
+        saved = self.checkpointer.restore(self.abstract_state.saved_tree(),
+                                          describe(self.config))
+        return TrainState(**saved)
 
     def initial_state(self, source: InitSource | None = None) -> TrainState:
         """The state a run starting fresh begins from: `init_state()`, then, where
@@ -101,18 +132,19 @@ class Run:
         return checkpoint.overlay(state, self.abstract_state, values)
 
     def _init(self) -> TrainState:
-        return _fresh_state(self.config, self.spec, self.method, self.optimizer)
+        return _fresh_state(self.config, self.spec, self.method, self.optimizer, self.probe)
 
 
 def _fresh_state(config: ml_collections.ConfigDict, spec: InputSpec, method: Method,
-                 optimizer: optax.GradientTransformation) -> TrainState:
+                 optimizer: optax.GradientTransformation,
+                 probe: OnlineProbe | None) -> TrainState:
     """The state at step 0, from the method's init on an example batch of its inputs."""
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     batch = pipeline.example_batch(spec, _INIT_BATCH, inputs=method.inputs)
     params, method_state = method.init(init_rng, jax.tree.map(jnp.asarray, batch))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), method_state=method_state,
-                      rng=train_rng)
+                      rng=train_rng, probe=probe.init() if probe else None)
 
 
 def prepare(config: ml_collections.ConfigDict, workdir: str,
@@ -130,14 +162,16 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
     optimizer, lr_schedule = optim.build_optimizer(
         config.optim, global_batch_size=config.train.batch_size,
         total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch)
-    shapes = jax.eval_shape(functools.partial(_fresh_state, config, spec, method, optimizer))
+    probe = online_probe.build(config, models.feature_dim(config.model))
+    shapes = jax.eval_shape(functools.partial(_fresh_state, config, spec, method, optimizer,
+                                              probe))
     shardings = sharding.state_shardings(shapes, mesh, config.train.param_sharding)
     abstract_state = jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
     checkpointer = Checkpointer(checkpoint_directory(config, workdir),
                                 config.checkpoint.every_steps, config.checkpoint.keep)
     return Run(config=config, workdir=workdir, mesh=mesh, length=length, spec=spec,
-               method=method, optimizer=optimizer, lr_schedule=lr_schedule,
+               method=method, optimizer=optimizer, probe=probe, lr_schedule=lr_schedule,
                checkpointer=checkpointer, abstract_state=abstract_state)
 
 
@@ -150,8 +184,9 @@ def _train_length(config: ml_collections.ConfigDict) -> TrainLength:
 
 def make_train_step(run: Run):
     """The jitted, donated update: loss and gradients over the global batch,
-    optimizer update, then the method's post-update (EMA teachers)."""
-    method, optimizer = run.method, run.optimizer
+    optimizer update, then the method's post-update (EMA teachers); the online
+    probe's step on the features of the weights the step started from."""
+    method, optimizer, probe = run.method, run.optimizer, run.probe
     state_shardings = jax.tree.map(lambda s: s.sharding, run.abstract_state)
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -166,6 +201,11 @@ def make_train_step(run: Run):
                    "grad_norm": optax.global_norm(grads)}
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                                   method_state=method_state)
+        if probe:
+            features = method.embed(state.params, state.method_state, batch["views"][0])
+            probe_state, probe_metrics = probe.update(state.probe, features, batch["label"])
+            new_state = new_state.replace(probe=probe_state)
+            metrics.update(probe_metrics)
         return new_state, metrics
 
     return jax.jit(
@@ -185,7 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     init_source = None if start_step else open_init_source(run)
     saved_config.save(config, workdir, write=jax.process_index() == 0)
     total_steps = run.length.total_steps
-    batches = pipeline.train_iterator(config, run.spec, inputs=run.method.inputs,
+    batches = pipeline.train_iterator(config, run.spec, inputs=run.inputs,
                                       start_step=start_step)
     if start_step:
         log.info("resuming from step %d in %s", start_step, run.checkpointer.directory)
@@ -215,7 +255,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 _check_finite(values, step)
                 if log_due:
                     progress.log(step, writer.write(step, {**values, **throughput.measure(step)}))
-            run.checkpointer.save(step, state, description, force=step == total_steps)
+            run.checkpointer.save(step, state.saved_tree(), description,
+                                  force=step == total_steps)
             due = {name: e for name, e in evals.items() if step < total_steps and e.due(step)}
             if due:
                 _evaluate(due, state, step, writer)
@@ -235,9 +276,6 @@ def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[
     Needs only `split` of `config.data`: the training data may be absent."""
     run = prepare(config, workdir, length=EMBED_ONLY)
     embedding.check_split(config, split, "--split")
-    if run.checkpointer.latest_step() is None:
-        raise CheckpointError(f"no checkpoint in {run.checkpointer.directory}; train first with "
-                              "the same --config and --workdir")
     state = run.restore_state()
     features, labels = embedding.embed_split(run.method, state.params, state.method_state,
                                              config, split, run.mesh)
@@ -259,9 +297,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str,
     try:
         evals = (evaluators.build_all(run) if selected is None
                  else evaluators.build_named(run, selected))
-        if run.checkpointer.latest_step() is None:
-            raise CheckpointError(f"no checkpoint in {run.checkpointer.directory}; train first "
-                                  "with the same --workdir")
         state = run.restore_state()
         step = int(state.step)
         metrics: dict[str, dict[str, float]] = {}

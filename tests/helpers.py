@@ -88,7 +88,8 @@ def tiny_config(path: str = "configs/simclr_resnet50.py", npz: str | None = None
 
 def tiny_overrides(runlocal_config, npz: str | None = None) -> dict:
     """Dotted keys that shrink a `:runlocal` config to seconds: views <= 16 px, width-8
-    ResNet or 2-block ViT, batch 16, 2 steps, no warmup; read from `npz` if given.
+    ResNet or 2-block ViT, batch 16, 2 steps, no warmup, k-NN the only monitor; read
+    from `npz` if given.
     Method fields (heads, queues) stay the recipe's."""
     largest = max(group.size for group in runlocal_config.views.values())
     overrides = {f"views.{name}.size": max(4, group.size * 16 // largest // 4 * 4)
@@ -96,7 +97,10 @@ def tiny_overrides(runlocal_config, npz: str | None = None) -> dict:
     overrides.update({
         "model.width": 8, "model.depth": 2, "train.batch_size": 16, "train.steps": 2,
         "train.log_every": 1, "optim.warmup_epochs": 0.0, "checkpoint.every_steps": 1,
-        "eval.batch_size": 64, "evals.knn.ks": (5,)})
+        "eval.batch_size": 64, "evals.knn.ks": (5,),
+        # Off: one more pass over the eval split per run; test_linear_eval.py and
+        # test_api.py check the collapse monitors.
+        "evals.collapse.enabled": False})
     if npz:
         overrides.update({"data.source": "arrays", "data.path": npz})
     return overrides

@@ -9,6 +9,7 @@ import pytest
 from helpers import REPO, load_config
 
 from sslx import methods, train
+from sslx.data import sources
 from sslx.methods.base import TrainLength
 
 CONFIGS = sorted(name for name in os.listdir(os.path.join(REPO, "configs"))
@@ -24,7 +25,9 @@ def test_every_method_has_a_recipe():
 def test_recipe_and_runlocal_check_and_prepare(name, tmp_path):
     """The published recipe builds its method and passes check_config (its TFDS data,
     when it has some, is not here, so only recipes on local data prepare a run);
-    `:runlocal` reads Fashion-MNIST and prepares a run (shapes only, no compile)."""
+    `:runlocal` reads Fashion-MNIST (colorization: RGB patches of scikit-learn's
+    sample photos, Fashion-MNIST has no colour) and prepares a run (shapes only, no
+    compile)."""
     path = f"configs/{name}"
     full = load_config(path)
     method = methods.build(full, TrainLength(total_steps=1000, steps_per_epoch=100))
@@ -33,9 +36,12 @@ def test_recipe_and_runlocal_check_and_prepare(name, tmp_path):
         train.prepare(full, str(tmp_path / "full"))
 
     runlocal = load_config(path, "runlocal")
-    assert runlocal.data.source == "idx" and runlocal.method.name == full.method.name
+    local_data = "sample_photos" if full.method.name == "colorization" else "idx"
+    assert runlocal.data.source == local_data and runlocal.method.name == full.method.name
     run = train.prepare(runlocal, str(tmp_path / "runlocal"))
-    assert run.length.steps_per_epoch == 60000 // runlocal.train.batch_size
+    examples = sources.num_examples(runlocal.data, "train")
+    assert examples == {"idx": 60000, "sample_photos": 4096}[local_data]
+    assert run.length.steps_per_epoch == examples // runlocal.train.batch_size
     assert run.length.total_steps > 0
     assert type(run.method) is type(method)
 

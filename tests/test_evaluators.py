@@ -130,7 +130,8 @@ def test_missing_eval_split_names_what_reads_it(export_at_end, switches, npz, tm
                                                   monkeypatch):
     monkeypatch.setattr(train.Run, "init_state", lambda run: pytest.fail("compiled"))
     config = tiny_config(npz=npz, **{"data.eval_split": "validation",
-                                     "eval.export_at_end": export_at_end})
+                                     "eval.export_at_end": export_at_end,
+                                     "evals.collapse.enabled": True})
     with pytest.raises(DataError, match=rf"no split 'validation'.*turn off what reads it: "
                                         rf"{switches}\)$"):
         train.train_and_evaluate(config, str(tmp_path / "run"))

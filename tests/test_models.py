@@ -164,7 +164,8 @@ def test_resnet_bfloat16_compute_keeps_float32_params():
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("vit_t", 5_524_416), ("vit_s", 21_665_664), ("vit_b", 85_798_656)],
+    [("vit_t", 5_524_416), ("vit_s", 21_665_664), ("vit_b", 85_798_656),
+     ("vit_l", 303_301_632)],
 )
 def test_vit_parameter_counts(name, expected):
     # timm's vit_*_patch16_224 without the 1000-way head; counts include the class
@@ -416,6 +417,25 @@ def test_vit_xavier_init_is_mocov3s():
         assert np.abs(kernel).max() <= bound
     assert 0 < np.std(params["cls_token"]) < 3e-6
     assert not np.any(params["patch_embed"]["bias"])
+
+
+def test_vit_mae_init_is_maes():
+    """MAE's `initialize_weights`: Xavier-uniform Linears with q, k and v drawn as one
+    384 x 1152 matrix, the patch projection Xavier over its 768 pixels with PyTorch's
+    default bias, the class token N(0, 0.02^2)."""
+    params = _vit_s_params(vit_init="mae", pos_embedding="sincos")
+    attn, block = params["block0"]["attn"], params["block0"]
+    for kernel, fan_in, fan_out in [(attn["query"]["kernel"], 384, 3 * 384),
+                                    (attn["key"]["kernel"], 384, 3 * 384),
+                                    (attn["out"]["kernel"], 384, 384),
+                                    (block["fc2"]["kernel"], 1536, 384),
+                                    (params["patch_embed"]["kernel"], 768, 384)]:
+        bound = np.sqrt(6 / (fan_in + fan_out))
+        np.testing.assert_allclose(np.std(kernel), bound / np.sqrt(3), rtol=0.03)
+        assert np.abs(kernel).max() <= bound
+    np.testing.assert_allclose(np.std(params["cls_token"]), 0.02, rtol=0.25)
+    patch_bias = params["patch_embed"]["bias"]
+    assert np.abs(patch_bias).max() <= 1 / np.sqrt(768) and np.std(patch_bias) > 0.01
 
 
 def test_prototypes_are_unit_rows():

@@ -204,35 +204,35 @@ def test_inputs_choose_the_producers(npz):
 
 
 def test_a_new_producer_is_one_registration_on_its_own_seed_stream(npz, monkeypatch):
-    """A pretext input (rotation labels) added by registering a producer: batches and
-    `example_batch` carry it, and the other inputs are unchanged."""
+    """A pretext input (a label of random quarter turns) added by registering a
+    producer: batches and `example_batch` carry it, and the other inputs are unchanged."""
     monkeypatch.setattr(producers, "_REGISTRY", dict(producers._REGISTRY))
 
-    @producers.producer("rotation", stream=4,
-                        outputs=lambda spec: {"rotation": tf.TensorSpec([], tf.int32)})
+    @producers.producer("quarter_turns", stream=4,
+                        outputs=lambda spec: {"quarter_turns": tf.TensorSpec([], tf.int32)})
     def rotation(example, seed, spec, config):
         del example, spec, config
-        return {"rotation": tf.random.stateless_uniform([], seed, 0, 4, tf.int32)}
+        return {"quarter_turns": tf.random.stateless_uniform([], seed, 0, 4, tf.int32)}
 
-    with pytest.raises(ValueError, match="stream 4 is 'rotation'"):
+    with pytest.raises(ValueError, match="stream 4 is 'quarter_turns'"):
         producers.producer("other", stream=4, outputs=lambda spec: {})(rotation)
     config = _config(npz)
     # A producer that makes other dtypes or shapes than it declares is refused.
     producers.producer("misdeclared", stream=5, outputs=lambda spec: {
-        "rotation": tf.TensorSpec([1], tf.int32)})(rotation)
-    with pytest.raises(ValueError, match=r"make .*rotation.* but declare .*shape=\(1,\)"):
+        "quarter_turns": tf.TensorSpec([1], tf.int32)})(rotation)
+    with pytest.raises(ValueError, match=r"make .*quarter_turns.* but declare .*shape=\(1,\)"):
         _train(config, inputs=(*INPUTS, "misdeclared"), process_index=0, process_count=1)
     run = lambda inputs: _take(_train(config, inputs=inputs, process_index=0, process_count=1), 3)
-    plain, rotated = run(INPUTS), run((*INPUTS, "rotation"))
-    rotations = np.concatenate([batch["rotation"] for batch in rotated])
+    plain, rotated = run(INPUTS), run((*INPUTS, "quarter_turns"))
+    rotations = np.concatenate([batch["quarter_turns"] for batch in rotated])
     assert rotations.dtype == np.int32 and set(rotations) == {0, 1, 2, 3}
     for a, b in zip(plain, rotated, strict=True):
         np.testing.assert_array_equal(a["label"], b["label"])
         for va, vb in zip(a["views"], b["views"], strict=True):
             np.testing.assert_array_equal(va, vb)
     example = pipeline.example_batch(input_spec(config), 8,
-                                     inputs=(*INPUTS, "rotation"))
-    assert example["rotation"].shape == (8,) and example["rotation"].dtype == np.int32
+                                     inputs=(*INPUTS, "quarter_turns"))
+    assert example["quarter_turns"].shape == (8,) and example["quarter_turns"].dtype == np.int32
 
 
 def test_sources_yield_the_example_spec(npz):

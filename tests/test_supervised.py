@@ -1,6 +1,7 @@
 """The supervised baseline: its loss against a numpy cross-entropy, mixup and CutMix
-as timm applies them, labels required, and fine-tuning a pretrained ViT through
-the command line (layer-wise lr decay, preempted and resumed)."""
+as timm applies them, labels required, its classifier's test accuracy, and
+fine-tuning a pretrained ViT through the command line (layer-wise lr decay,
+preempted and resumed)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ from helpers import (
     tiny_config,
 )
 
-from sslx import methods, recipes, train
-from sslx.errors import DataError
+from sslx import evaluators, methods, recipes, train
+from sslx.errors import ConfigError, DataError
+from sslx.evaluators.classifier import correct_counts
+from sslx.evaluators.embed import eval_batches
 from sslx.methods.base import TrainLength
 from sslx.methods.supervised import cutmix_mask, mix_batch
 
@@ -127,3 +130,38 @@ def test_finetunes_a_pretrained_vit_and_resumes_through_the_command_line(npz, tm
     taken = {"/".join(map(str, path)) for path in source.plan.taken}
     assert taken and all("backbone" in path for path in taken)
     assert source.plan.considered == len(taken) and not source.plan.not_taken
+
+
+def test_correct_counts_are_top_k_hits_of_the_counted_rows():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, 50).astype(np.int32)
+    counted = rng.random(50) < 0.8
+    got = np.asarray(correct_counts(jnp.asarray(logits), jnp.asarray(labels),
+                                    jnp.asarray(counted), (1, 3)))
+    rank = (logits > logits[np.arange(50), labels][:, None]).sum(1)  # 0: the top logit
+    assert got.tolist() == [int(((rank < 1) & counted).sum()), int(((rank < 3) & counted).sum()),
+                            int(counted.sum())]
+
+
+def test_classifier_accuracy_is_that_of_the_heads_predictions(npz, tmp_path):
+    config = tiny_config("configs/supervised_resnet50.py", npz=npz, **SMALL_BACKBONE)
+    run = train.prepare(config, str(tmp_path))
+    state = run.init_state()
+    section = evaluators.default_config("classifier")
+    figures = evaluators.build("classifier", section, run).evaluate(state)
+    logits, labels = [], []
+    for images, label, valid in eval_batches(config, "test", run.spec, run.mesh):
+        valid = np.asarray(valid)
+        logits.append(np.asarray(run.method.classify(state.params, state.method_state,
+                                                     images))[valid])
+        labels.append(np.asarray(label)[valid])
+    labels = np.concatenate(labels)
+    assert len(labels) == 128
+    predicted = np.argsort(-np.concatenate(logits), axis=1)
+    assert figures["top1"] == pytest.approx(np.mean(predicted[:, 0] == labels), abs=1e-6)
+    assert figures["top5"] == pytest.approx(np.mean((predicted[:, :5] == labels[:, None])
+                                                    .any(1)), abs=1e-6)
+    simclr = train.prepare(tiny_config(npz=npz, **SMALL_BACKBONE), str(tmp_path / "simclr"))
+    with pytest.raises(ConfigError, match="has no `classify`"):
+        evaluators.build("classifier", section, simclr)

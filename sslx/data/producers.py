@@ -145,3 +145,7 @@ def _masks(example: Example, seed: tf.Tensor, spec: InputSpec,
     """`{'masks': (bool [patches] per global crop)}`, see `sslx.data.masks`."""
     del example
     return {"masks": make_masks(seed, _mask_layout(spec), config.masks)}
+
+
+# The producers of the pretext tasks and of colorization, registered on import.
+from sslx.data import color, pretext  # noqa: E402, F401

@@ -27,6 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from sslx.data import photos
 from sslx.errors import ConfigError, DataError, close_matches
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -492,4 +493,5 @@ _SOURCES: dict[str, tuple[Callable[..., Source], Callable[..., int]]] = {
     "tfds": (_load_tfds, _count_tfds),
     "folder": (_load_folder, _count_folder),
     "arrays": (_load_arrays, _count_arrays),
+    "sample_photos": (photos.load, photos.count),  # offline RGB patches (sslx.data.photos)
 }

@@ -16,6 +16,8 @@ from typing import Any
 
 import ml_collections
 
+from sslx.errors import ConfigError
+
 
 class Evaluator(abc.ABC):
     """One evaluation of the train state.
@@ -28,6 +30,15 @@ class Evaluator(abc.ABC):
         self.name = name
         self.config = config
         self.run = run
+
+    def require_method(self, capability: str, who_has: str) -> None:
+        """`ConfigError` unless the run's method has the optional capability (a method
+        of `Method`'s subclasses, such as `classify`) this evaluator calls; `who_has`
+        names the methods that do, for the message."""
+        if not callable(getattr(self.run.method, capability, None)):
+            where = f"config.evals.{self.name}"
+            raise ConfigError(f"{where}: method {self.run.config.method.name!r} has no "
+                              f"`{capability}` ({who_has} has): set {where}.enabled=False")
 
     def due(self, step: int) -> bool:
         """Whether the loop evaluates after `step` (the end of training aside):

@@ -54,12 +54,21 @@ def embedded_batches(method: Method, params: Any, method_state: Any,
     [B, S, S, 3], as global arrays split over the mesh. Every host runs the same
     number of batches."""
     embed = _embed_fn(method, mesh)
+    for images, labels, valid in eval_batches(config, split, method.spec, mesh):
+        yield embed(params, method_state, images), labels, valid, images
+
+
+def eval_batches(config: ml_collections.ConfigDict, split: str, spec: InputSpec,
+                 mesh: Mesh) -> Iterator[tuple[jax.Array, jax.Array, jax.Array]]:
+    """One pass over `split` in global batches of `config.eval.batch_size`, split over
+    the mesh: normalised images [B, S, S, 3] at `eval_image_size`, labels int32 [B]
+    (-1 where unlabelled), validity bool [B] (False on the last batch's padding)."""
     for batch in pipeline.eval_iterator(config, split, batch_size=config.eval.batch_size,
-                                        size=eval_image_size(method.spec)):
+                                        size=eval_image_size(spec)):
         images = sharding.global_batch(batch["image"], mesh)
         extras = sharding.global_batch({"label": batch["label"].astype(np.int32),
                                         "valid": batch["valid"]}, mesh)
-        yield embed(params, method_state, images), extras["label"], extras["valid"], images
+        yield images, extras["label"], extras["valid"]
 
 
 def embed_split(method: Method, params: Any, method_state: Any,
@@ -86,6 +95,13 @@ def embed_examples(method: Method, params: Any, method_state: Any,
     mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
     images = np.clip(np.rint((images * std + mean) * 255), 0, 255).astype(np.uint8)
     return features, labels, images
+
+
+def normalized_images(images: np.ndarray, data: ml_collections.ConfigDict) -> np.ndarray:
+    """uint8 images (as `embed_examples` returns them) as the network takes them:
+    float32 in [0, 1], minus `data.mean`, over `data.std`."""
+    return ((images / np.float32(255) - np.asarray(data.mean, np.float32)) /
+            np.asarray(data.std, np.float32))
 
 
 def _gathered(method: Method, params: Any, method_state: Any,

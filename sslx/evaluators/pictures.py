@@ -152,13 +152,13 @@ class Pictures(Evaluator):
     def _attention(self, state: Any, images: np.ndarray) -> np.ndarray | None:
         """Attention maps of the first `attention_images` images; None where the backbone
         is not a ViT or none are asked for."""
+        from sslx.evaluators.embed import normalized_images
         from sslx.models.vit import ViT
 
         backbone = self.run.method.backbone()
         if not (self.config.attention_images and isinstance(backbone, ViT)):
             return None
-        data = self.run.config.data
-        normalised = ((images[:self.config.attention_images] / np.float32(255) -
-                       np.asarray(data.mean, np.float32)) / np.asarray(data.std, np.float32))
+        normalised = normalized_images(images[:self.config.attention_images],
+                                       self.run.config.data)
         variables = self.run.method.backbone_variables(state.params, state.method_state)
         return attention_of_class_token(backbone, variables, normalised)

@@ -130,6 +130,12 @@ class Supervised(Method):
     def network(self) -> nn.Module:
         return Classifier(self.backbone(), self.config.num_classes, self.config.head_init)
 
+    def classify(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
+        """The class logits [N, num_classes] of images [N, H, W, 3], in eval mode (the
+        `classifier` evaluator's test accuracy)."""
+        return self.network().apply({"params": params, "batch_stats": state["batch_stats"]},
+                                    images, train=False)["logits"]
+
     def loss(self, params: PyTree, state: PyTree, batch: Batch, rng: jax.Array,
              step: jax.Array) -> LossOutput:
         cfg = self.config

@@ -99,6 +99,7 @@ _BACKBONES: dict[str, _Backbone] = {
     "vit_t": _vit(VARIANTS["T"]),
     "vit_s": _vit(VARIANTS["S"]),
     "vit_b": _vit(VARIANTS["B"]),
+    "vit_l": _vit(VARIANTS["L"]),
 }
 
 

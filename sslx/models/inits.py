@@ -31,6 +31,16 @@ torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "un
 # draws each D x D third as its own matrix, which a Flax q/k/v kernel already is.
 xavier_uniform = nn.initializers.xavier_uniform()
 
+
+def xavier_uniform_fused_qkv(key: jax.Array, shape: tuple[int, ...],
+                             dtype: jnp.dtype = jnp.float32) -> jnp.ndarray:
+    """Xavier-uniform of the one D -> 3D Linear that timm's attention builds for q, k
+    and v (MAE initialises it whole), for each [D, D] third: U(+-sqrt(6 / (D + 3D)))."""
+    fan_in, fan_out = shape[0], 3 * shape[-1]
+    bound = math.sqrt(6.0 / (fan_in + fan_out))
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
 # MAE / MoCo v3 initialise the patch projection as the linear layer it is: Xavier
 # over (pixels in a patch) -> dim, not over the convolution's receptive field.
 xavier_uniform_patch = nn.initializers.variance_scaling(

@@ -69,7 +69,9 @@ class ResidualBlock(nn.Module):
 
 class ResNet(nn.Module):
     """`stage_sizes` blocks per stage at widths width*(1, 2, 4, 8) (times 4 for
-    bottleneck blocks); output: global-average-pooled features [B, feature_dim]."""
+    bottleneck blocks); output: global-average-pooled features [B, feature_dim],
+    and with `return_map` also the last stage's map [B, h, w, feature_dim] they pool
+    (dense pretext tasks predict from it)."""
 
     stage_sizes: Sequence[int]
     bottleneck: bool = False
@@ -83,7 +85,8 @@ class ResNet(nn.Module):
         return 8 * self.width * (4 if self.bottleneck else 1)
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, *, train: bool,
+                 return_map: bool = False) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {self.stem!r}")
         x = x.astype(self.dtype)
@@ -107,4 +110,5 @@ class ResNet(nn.Module):
                     dtype=self.dtype,
                     name=f"stage{stage + 1}_block{block + 1}",
                 )(x, train=train)
-        return jnp.mean(x, axis=(1, 2))
+        pooled = jnp.mean(x, axis=(1, 2))
+        return (pooled, x) if return_map else pooled

@@ -11,7 +11,13 @@ Two initialisations (`weight_init`), each as its official code draws it:
 - `xavier` (MoCo v3's `vits.py`): Xavier-uniform Linears, q, k and v each as its
   own D x D matrix; the patch projection Xavier as a linear layer over the
   pixels of a patch; the class token N(0, 1e-6^2).
+- `mae` (MAE's `models_mae.py`): Xavier-uniform Linears with q, k and v drawn as
+  the one D x 3D Linear timm builds (a smaller bound than `xavier`'s); the patch
+  projection as `xavier`, its bias PyTorch's default; the class token N(0, 0.02^2).
 Every other bias starts at 0 and LayerNorms at (1, 0).
+
+MAE's encoder sees only the patches it keeps (`keep`), and its decoder
+(`sslx.methods.mae`) works on the patch layout of `patchify`.
 """
 
 from __future__ import annotations
@@ -35,17 +41,22 @@ POS_EMBEDDINGS = ("learned", "sincos")
 class Inits(NamedTuple):
     """The initialisers of one ViT initialisation scheme."""
 
-    dense: Initializer  # every Linear: q, k, v, attention output, MLP
+    dense: Initializer  # every Linear but q, k, v: attention output, MLP
+    qkv: Initializer  # the q, k and v projections
     patch: Initializer  # the patch-embedding convolution
     patch_bias: Callable[[int], Initializer]  # of its fan-in
     cls_token: Initializer
 
 
 INITS = {
-    "trunc_normal": Inits(inits.torch_trunc_normal, inits.torch_default_kernel,
-                          inits.torch_default_bias, inits.torch_trunc_normal),
-    "xavier": Inits(inits.xavier_uniform, inits.xavier_uniform_patch, inits.zero_bias,
-                    nn.initializers.normal(1e-6)),
+    "trunc_normal": Inits(inits.torch_trunc_normal, inits.torch_trunc_normal,
+                          inits.torch_default_kernel, inits.torch_default_bias,
+                          inits.torch_trunc_normal),
+    "xavier": Inits(inits.xavier_uniform, inits.xavier_uniform, inits.xavier_uniform_patch,
+                    inits.zero_bias, nn.initializers.normal(1e-6)),
+    "mae": Inits(inits.xavier_uniform, inits.xavier_uniform_fused_qkv,
+                 inits.xavier_uniform_patch, inits.torch_default_bias,
+                 nn.initializers.normal(0.02)),
 }
 
 
@@ -59,6 +70,7 @@ VARIANTS = {
     "T": Variant(192, 12, 3),
     "S": Variant(384, 12, 6),
     "B": Variant(768, 12, 12),
+    "L": Variant(1024, 24, 16),
 }
 
 
@@ -74,6 +86,19 @@ def sincos_2d(grid_h: int, grid_w: int, dim: int) -> np.ndarray:
     return np.concatenate(
         [np.sin(out_w), np.cos(out_w), np.sin(out_h), np.cos(out_h)], axis=1
     ).astype(np.float32)
+
+
+def patchify(images: jnp.ndarray, patch_size: int) -> jnp.ndarray:
+    """Images [B, H, W, C] -> patches [B, (H/p)*(W/p), p*p*C], row-major over the
+    grid, each patch's pixels row-major then channel (MAE's `patchify` order)."""
+    return einops.rearrange(images, "b (h p) (w q) c -> b (h w) (p q c)", p=patch_size,
+                            q=patch_size)
+
+
+def unpatchify(patches: jnp.ndarray, patch_size: int, grid: tuple[int, int]) -> jnp.ndarray:
+    """The inverse of `patchify` for a (rows, columns) `grid` of patches."""
+    return einops.rearrange(patches, "b (h w) (p q c) -> b (h p) (w q) c", h=grid[0], w=grid[1],
+                            p=patch_size, q=patch_size)
 
 
 def resize_pos_embedding(
@@ -100,6 +125,7 @@ class Block(nn.Module):
     drop_path: float = 0.0
     dtype: Any = jnp.float32
     kernel_init: Initializer = inits.torch_trunc_normal
+    qkv_init: Initializer | None = None  # None: `kernel_init`
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool, sow_attention: bool = False
@@ -112,7 +138,8 @@ class Block(nn.Module):
         drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
         y = norm(name="norm1")(x)
         y = nn.MultiHeadDotProductAttention(
-            self.num_heads, dtype=self.dtype, kernel_init=self.kernel_init, name="attn"
+            self.num_heads, dtype=self.dtype, kernel_init=self.qkv_init or self.kernel_init,
+            out_kernel_init=self.kernel_init, name="attn"
         )(y, deterministic=True, sow_weights=sow_attention)
         x = x + drop(y)
         y = norm(name="norm2")(x)
@@ -159,13 +186,17 @@ class ViT(nn.Module):
         *,
         train: bool,
         mask: jnp.ndarray | None = None,
+        keep: jnp.ndarray | None = None,
         return_tokens: bool = False,
         sow_attention: bool = False,
     ) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
         """Class-token features [B, D] after the final norm, and with
         `return_tokens` also the patch tokens [B, N, D]. `mask` [B, N] (True =
-        masked) replaces those patch embeddings by `mask_token`. `sow_attention`
-        sows the last block's attention weights (`Block`) into `intermediates`."""
+        masked) replaces those patch embeddings by `mask_token`; `keep` [B, K]
+        (patch indices, MAE) drops every other patch after the position
+        embedding, so the blocks see K + 1 tokens and the tokens returned are the
+        kept ones. `sow_attention` sows the last block's attention weights
+        (`Block`) into `intermediates`."""
         batch, height, width, _ = x.shape
         p = self.patch_size
         if self.weight_init not in INITS:
@@ -192,14 +223,17 @@ class ViT(nn.Module):
 
         cls_pos, patch_pos = self._position_embedding()
         patch_pos = resize_pos_embedding(patch_pos, self.native_grid, grid)
+        x = x + patch_pos.astype(self.dtype)
+        if keep is not None:
+            x = jnp.take_along_axis(x, keep[..., None], axis=1)
         cls = self.param("cls_token", init.cls_token, (1, 1, self.hidden_dim)).astype(self.dtype)
+        cls = cls + cls_pos.astype(self.dtype)
         x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.hidden_dim)), x], axis=1)
-        x = x + jnp.concatenate([cls_pos, patch_pos], axis=0).astype(self.dtype)
 
         rates = np.linspace(0.0, self.drop_path, self.depth)
         for i, rate in enumerate(rates):
             x = Block(self.num_heads, self.mlp_ratio, float(rate), self.dtype, init.dense,
-                      name=f"block{i}")(x, train=train,
+                      init.qkv, name=f"block{i}")(x, train=train,
                                         sow_attention=sow_attention and i == self.depth - 1)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
         return (x[:, 0], x[:, 1:]) if return_tokens else x[:, 0]
