@@ -11,7 +11,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
+import optax
 
 from sslx.losses import embedding_std
 from sslx.methods.base import Batch, Method, PyTree, apply_by_resolution
@@ -78,6 +80,14 @@ def forward_each_view(module: nn.Module, params: PyTree, batch_stats: PyTree,
                                       rng=jax.random.fold_in(rng, i))
         outputs.append(out)
     return outputs, batch_stats
+
+
+def classification_loss(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(loss, top1)`: the mean softmax cross-entropy of logits [N, C] against integer
+    labels [N], and the share the top logit gets right (the pretext classifiers)."""
+    logits = logits.astype(jnp.float32)
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+    return loss, jnp.mean(jnp.argmax(logits, axis=-1) == labels)
 
 
 def wide_projector(config: ml_collections.ConfigDict, dtype: Any) -> heads.MLPHead:

@@ -24,12 +24,11 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from sslx.errors import ConfigError
 from sslx.methods import register
 from sslx.methods.base import Batch, LossOutput, Method, PyTree, init_variables
-from sslx.methods.common import forward
+from sslx.methods.common import classification_loss, forward
 from sslx.models import build_backbone, heads
 
 # 1000 permutations: the official code's (`--classes`) and the paper's main results;
@@ -122,7 +121,5 @@ class Jigsaw(Method):
         labels = batch["permutation"]
         (outputs,), batch_stats = forward(self.network(), params, state["batch_stats"],
                                           [tiles], train=True, rng=rng)
-        logits = outputs["logits"].astype(jnp.float32)
-        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-        top1 = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+        loss, top1 = classification_loss(outputs["logits"], labels)
         return loss, ({"batch_stats": batch_stats}, {"top1": top1})

@@ -13,11 +13,10 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
 
 from sslx.methods import register
 from sslx.methods.base import Batch, LossOutput, Method, PyTree
-from sslx.methods.common import forward
+from sslx.methods.common import classification_loss, forward
 from sslx.methods.supervised import Classifier
 
 # The official code is PyTorch: its classifier starts as torch's default Linear.
@@ -48,7 +47,5 @@ class Rotation(Method):
         labels = jnp.concatenate(batch["rotation"], axis=0)
         (outputs,), batch_stats = forward(self.network(), params, state["batch_stats"],
                                           [images], train=True, rng=rng)
-        logits = outputs["logits"].astype(jnp.float32)
-        loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
-        top1 = jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+        loss, top1 = classification_loss(outputs["logits"], labels)
         return loss, ({"batch_stats": batch_stats}, {"top1": top1})
