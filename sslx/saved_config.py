@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 
 from sslx import fs
-from sslx.config_defaults import view_group
+from sslx.config_defaults import base_config, view_group
 from sslx.errors import CheckpointError
 
 log = logging.getLogger("sslx")
@@ -68,7 +68,13 @@ def save(config: ml_collections.ConfigDict, workdir: str, *, write: bool = True)
     other change raises `CheckpointError`."""
     saved = path(workdir)
     if fs.exists(saved):
-        changes = differences(_flatten(fs.read_json(saved)), _flatten(_plain(config)))
+        old, new = _flatten(fs.read_json(saved)), _flatten(_plain(config))
+        defaults = _flatten(_plain(base_config(method=config.method.name)))
+        # Fields the saved config lacks, at their defaults: added to sslx since that run
+        # was saved (config.online_probe), they change nothing the run trained.
+        added = {field for field, value in new.items()
+                 if field not in old and field in defaults and value == defaults[field]}
+        changes = [change for change in differences(old, new) if change[0] not in added]
         fixed = [change for change in changes if not _is_free(change[0])]
         fixed.sort(key=lambda change: change[0] != "method.name")  # the telling one first
         if fixed:

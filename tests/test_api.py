@@ -124,6 +124,22 @@ def test_rerun_may_change_evaluation_but_not_the_recipe(trained, caplog):
         saved_config.save(other, workdir, write=False)
 
 
+def test_rerun_of_a_run_saved_before_a_new_section_continues(trained, tmp_path):
+    """A section added to the schema since a run was saved (config.online_probe) is no
+    change at its default, and is one when set."""
+    config, *_ = trained
+    workdir = str(tmp_path / "older")
+    saved_config.save(config, workdir)
+    older = json.loads(fs.read_text(saved_config.path(workdir)))
+    del older["online_probe"]
+    fs.write_json(saved_config.path(workdir), older)
+    saved_config.save(config, workdir, write=False)
+    probed = saved_config.from_dict({**config.to_dict(), "online_probe": {
+        **config.online_probe.to_dict(), "num_classes": 10}})
+    with pytest.raises(CheckpointError, match=r"config\.online_probe\.num_classes=None"):
+        saved_config.save(probed, workdir, write=False)
+
+
 def test_load_embeds_new_images_as_export_does(trained, tmp_path):
     config, workdir, *_ = trained
     rng = np.random.default_rng(0)
