@@ -92,9 +92,14 @@ def embed_examples(method: Method, params: Any, method_state: Any,
     the network saw them, uint8 [N, S, S, 3] (for pictures)."""
     features, labels, images = _gathered(method, params, method_state, config, split, mesh,
                                          max_examples, with_images=True)
-    mean, std = np.asarray(config.data.mean), np.asarray(config.data.std)
-    images = np.clip(np.rint((images * std + mean) * 255), 0, 255).astype(np.uint8)
-    return features, labels, images
+    return features, labels, uint8_images(images, config.data)
+
+
+def uint8_images(images: np.ndarray, data: ml_collections.ConfigDict) -> np.ndarray:
+    """Normalised images as the pixels they were: times `data.std`, plus `data.mean`,
+    as uint8 (the inverse of `normalized_images`, up to rounding)."""
+    pixels = np.asarray(images) * np.asarray(data.std) + np.asarray(data.mean)
+    return np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)
 
 
 def normalized_images(images: np.ndarray, data: ml_collections.ConfigDict) -> np.ndarray:

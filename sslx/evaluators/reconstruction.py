@@ -52,17 +52,18 @@ class Reconstruction(Evaluator):
             raise ConfigError(f"{where}.images={config.images!r} must be an integer >= 1")
         check_split(run.config, run.config.data.eval_split, "config.data.eval_split",
                     f"--config.evals.{name}.enabled=False")
+        self._reconstruct = jax.jit(run.method.reconstruct)  # traced on first use, once
 
     def evaluate(self, state: Any) -> dict[str, float]:
         from sslx import plots  # imports matplotlib
-        from sslx.evaluators.embed import embed_examples, normalized_images
+        from sslx.evaluators.embed import embed_examples, normalized_images, uint8_images
 
         run, step = self.run, int(state.step)
         _, _, originals = embed_examples(run.method, state.params, state.method_state,
                                          run.config, run.config.data.eval_split, run.mesh,
                                          self.config.images)
         images = normalized_images(originals, run.config.data)
-        reconstruction, mask = jax.jit(run.method.reconstruct)(
+        reconstruction, mask = self._reconstruct(
             state.params, state.method_state, images, jax.random.PRNGKey(self.config.seed))
         reconstruction, mask = np.asarray(reconstruction, np.float32), np.asarray(mask)
         method = run.method
@@ -73,8 +74,7 @@ class Reconstruction(Evaluator):
         if jax.process_index() != 0:
             return metrics
         data = run.config.data
-        predicted = np.clip(np.rint((reconstruction * np.asarray(data.std) +
-                                     np.asarray(data.mean)) * 255), 0, 255).astype(np.uint8)
+        predicted = uint8_images(reconstruction, data)
         directory = fs.join(run.workdir, "plots")
         fs.makedirs(directory)
         path = plots.reconstructions(
