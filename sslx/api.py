@@ -7,12 +7,20 @@
 `load` reads the config the run saved and restores its latest checkpoint; the
 training data need not be present. `embed` preprocesses exactly as evaluation
 and `--mode=export` do, so its features equal the exported ones.
+
+Training from Python (a notebook whose kernel holds the TPU or GPU), as
+`python -m sslx.main --config=... --workdir=...` does for one process:
+
+    config = sslx.config("configs/simclr_fmnist.py:runlocal", **{"train.epochs": 2})
+    results = sslx.fit(config, "/tmp/sslx_demo")  # re-running it resumes
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import os
 from typing import Any
 
 import flax.linen as nn
@@ -22,14 +30,18 @@ import numpy as np
 import tensorflow as tf
 from flax import serialization
 
-from sslx import fs, saved_config, sharding, train
+from sslx import config_defaults, fs, recipes, saved_config, sharding, train
 from sslx.data import pipeline
-from sslx.errors import DataError
+from sslx.errors import ConfigError, DataError, close_matches
 from sslx.evaluators.embed import eval_image_size
 from sslx.methods.base import Method
 from sslx.models import build_backbone
 
 BACKBONE_FILE = "backbone.msgpack"
+# The checkout `configs/` lies in (an editable install's source tree).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+log = logging.getLogger("sslx")
 
 
 @dataclasses.dataclass
@@ -109,6 +121,86 @@ def load_backbone(path: str) -> tuple[nn.Module, dict[str, Any], dict[str, Any]]
     info = {key: contents[key] for key in ("image_size", "mean", "std", "step")}
     info["model"] = model_config.to_dict()
     return module, contents["variables"], info
+
+
+def config(recipe: str, **overrides: Any) -> ml_collections.ConfigDict:
+    """The config `--config=RECIPE --config.KEY=VALUE ...` gives, for `fit`.
+
+    `recipe` is a recipe file with an optional `:ARG` (`configs/simclr_fmnist.py:runlocal`),
+    found from the current directory or from the checkout sslx is installed from, or
+    a bare name in its `configs/` (`simclr_fmnist:runlocal`), so a notebook finds it
+    from whatever directory its kernel starts in. `overrides` are dotted keys
+    (`**{"train.steps": 100}`), or `__` for the dots as keyword arguments
+    (`train__steps=100`); a list stands for a tuple field (JSON has no tuples)."""
+    path, arg = _recipe_file(recipe)
+    module = recipes.sibling_recipe(path, os.path.basename(path))
+    result = module.get_config() if arg is None else module.get_config(arg)
+    for key, value in overrides.items():
+        _override(result, key.replace("__", "."), value)
+    return result
+
+
+def fit(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Trains `config` into `workdir` in this process, as `python -m sslx.main
+    --config=... --workdir=WORKDIR` does for one process, then evaluates and exports
+    embeddings. A notebook trains through this because its kernel, once it imported
+    jax, holds the TPU: a `!python -m sslx.main` beside it could not open the TPU
+    and would train on the CPU. Re-running on the same workdir resumes from its
+    latest checkpoint (a finished run is only evaluated again). Returns the figures
+    and written paths of `sslx.train.train_and_evaluate`."""
+    setup_process()
+    return train.train_and_evaluate(config, workdir)
+
+
+def setup_process() -> None:
+    """What the command line sets up before it runs anything: sslx's progress and
+    evaluation lines at INFO (other libraries' at WARNING) on stderr, and TensorFlow,
+    which only feeds data, kept off the GPUs, which are jax's."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
+    log.setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow already initialised its devices: too late to hide any
+        if tf.config.get_visible_devices("GPU"):
+            log.warning("TensorFlow started on the GPUs before sslx could keep it off them, "
+                        "and may hold memory jax needs; restart the runtime and train before "
+                        "other TensorFlow code runs")
+
+
+def _recipe_file(recipe: str) -> tuple[str, str | None]:
+    """(path of the recipe file, its argument or None) of `config`'s `recipe`."""
+    name, _, arg = recipe.partition(":")
+    candidates = [name, os.path.join(REPO_ROOT, name),
+                  os.path.join(REPO_ROOT, "configs", name),
+                  os.path.join(REPO_ROOT, "configs", f"{name}.py")]
+    for path in candidates:
+        if os.path.isfile(path):
+            return path, arg if ":" in recipe else None
+    known = sorted(os.listdir(os.path.join(REPO_ROOT, "configs"))
+                   if os.path.isdir(os.path.join(REPO_ROOT, "configs")) else [])
+    raise ConfigError(f"no recipe file {name!r} here or in {REPO_ROOT}/configs"
+                      f"{close_matches(os.path.basename(name), known)}")
+
+
+def _override(config: ml_collections.ConfigDict, key: str, value: Any) -> None:
+    """`config.<key> = value`; a misspelt key fails naming its close matches, as a
+    misspelt `--config.<key>` does on the command line."""
+    try:
+        config_defaults.set_field(config, key, value)
+    except (AttributeError, KeyError):
+        raise ConfigError(_unknown_field(config, key)) from None
+
+
+def _unknown_field(config: ml_collections.ConfigDict, key: str) -> str:
+    """Which part of the dotted `key` `config` lacks, with the fields it has instead."""
+    section, where = config, "config"
+    for part in key.split("."):
+        if not isinstance(section, ml_collections.ConfigDict) or part not in section:
+            known = section.keys() if isinstance(section, ml_collections.ConfigDict) else ()
+            return f"{where} has no field {part!r}{close_matches(part, known)}"
+        section, where = section[part], f"{where}.{part}"
+    return f"config has no field {key!r}"
 
 
 def _as_rgb(images: np.ndarray) -> np.ndarray:

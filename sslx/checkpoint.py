@@ -29,9 +29,13 @@ import orbax.checkpoint as ocp
 from sslx import fs
 from sslx.errors import CheckpointError, ConfigError, close_matches
 
+log = logging.getLogger("sslx")
+
 CHECKPOINT_SUBDIR = "checkpoints"
 # File systems orbax (through tensorstore) writes checkpoints to; '' is local.
 CHECKPOINT_SCHEMES = ("", "gs", "s3")
+# The file orbax writes into a step's directory once everything else is on disk.
+COMMIT_MARKER = "commit_success.txt"
 
 
 def checkpoint_directory(config: ml_collections.ConfigDict, workdir: str) -> str:
@@ -45,11 +49,14 @@ def checkpoint_directory(config: ml_collections.ConfigDict, workdir: str) -> str
 
 
 def describe(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """What must match for a checkpoint to be restorable into this run."""
-    return json.loads(json.dumps({
-        "method": {"name": config.method.name},
-        "model": config.model.to_dict(),
-    }))
+    """What must match for a checkpoint to be restorable into this run: the method and
+    the model, less what leaves the parameters as they are (`remat`) and `scan` where
+    off, so checkpoints saved before those fields existed still match."""
+    model = config.model.to_dict()
+    model.pop("remat", None)
+    if not model.get("scan", True):
+        model.pop("scan")
+    return json.loads(json.dumps({"method": {"name": config.method.name}, "model": model}))
 
 
 @functools.cache
@@ -86,7 +93,14 @@ class Checkpointer:
         )
 
     def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+        """The newest committed step. Newer steps whose save was cut short (no commit
+        marker) are removed, with a warning: they hold no usable state, and the run
+        that resumes will save those steps again."""
+        for step in _uncommitted_steps(self._manager):
+            log.warning("checkpoint %s/%d was never committed (its save was cut short): "
+                        "removed; resuming from the previous one", self.directory, step)
+            self._manager.delete(step)
+        return _latest_committed_step(self._manager)
 
     def due(self, step: int) -> bool:
         """Whether `save(step, ...)` would save (every `every_steps`)."""
@@ -129,6 +143,26 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _committed(manager: ocp.CheckpointManager, step: int) -> bool:
+    """Whether orbax finished writing `step`: it writes the commit marker last."""
+    return (manager.directory / str(step) / COMMIT_MARKER).exists()
+
+
+def _uncommitted_steps(manager: ocp.CheckpointManager) -> list[int]:
+    """The steps newer than every committed step that lack their commit marker."""
+    uncommitted = []
+    for step in sorted(manager.all_steps(), reverse=True):
+        if _committed(manager, step):
+            break
+        uncommitted.append(step)
+    return uncommitted
+
+
+def _latest_committed_step(manager: ocp.CheckpointManager) -> int | None:
+    return next((step for step in sorted(manager.all_steps(), reverse=True)
+                 if _committed(manager, step)), None)
 
 
 def _difference(saved: dict[str, Any], wanted: dict[str, Any], prefix: str = "config") -> str:
@@ -194,7 +228,7 @@ class SavedRun:
             item_handlers={"state": ocp.PyTreeCheckpointHandler(),
                            "meta": ocp.JsonCheckpointHandler()},
             options=ocp.CheckpointManagerOptions(read_only=True, create=False))
-        self.step = self._manager.latest_step() if step is None else step
+        self.step = _latest_committed_step(self._manager) if step is None else step
         if self.step is None:
             raise CheckpointError(f"config.init.checkpoint={path!r} holds no checkpoint "
                                   f"({self.directory} has no saved step); point it to the "

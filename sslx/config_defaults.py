@@ -81,6 +81,8 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         shuffle_buffer=10_000,
         cache=True,                        # cache decoded images in memory
         threads=0,                         # tf.data private threadpool; 0 = cores // 2
+        bad_images="fail",                 # folder files that do not decode: fail (name the
+                                           # first, before training) | skip (drop, warn)
     ))
     # View groups, ordered by descending size then name: views[0] is the
     # first crop of the largest group (the "global" crops of DINO/SwAV).
@@ -97,6 +99,10 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         vit_init="trunc_normal",           # vit: trunc_normal (DINO, timm) | xavier (MoCo v3) | mae
         pos_embedding="learned",           # vit: learned | sincos
         drop_path=0.0,                     # vit stochastic depth rate
+        remat=False,                       # vit: recompute each block's activations in the
+                                           # backward pass (less memory, ~1/3 more compute)
+        scan=False,                        # vit: blocks as one nn.scan over stacked params
+                                           # (`blocks`, leading depth axis; faster compile)
     ))
     c.method = methods.default_config(method)
 
@@ -126,8 +132,17 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         steps=-1,                          # > 0 overrides epochs
         log_every=50,
         dtype="float32",                   # float32 | bfloat16 compute
-        param_sharding="replicated",       # replicated | fsdp
+        param_sharding="replicated",       # replicated | fsdp (over config.mesh's fsdp axis)
+        accumulation_steps=1,              # > 1: the batch as this many microbatches, one
+                                           # update (per-example losses only: sslx.train)
+        fsdp_min_size=2**16,               # fsdp: leaves this large (elements) are split
+        fsdp_rules=(),                     # fsdp: regexes searched in leaf paths
+                                           # ('params/backbone/block0/fc1/kernel'): split too
     ))
+    # Device mesh: (axis, size) pairs over the axes data and fsdp, -1 = the remaining
+    # devices, e.g. (("data", 4), ("fsdp", 2)). The batch is split over all axes,
+    # parameters (param_sharding=fsdp) over fsdp (sslx.sharding).
+    c.mesh = (("data", -1),)
     c.checkpoint = ml_collections.ConfigDict(dict(
         every_steps=1000,
         keep=3,
@@ -137,6 +152,7 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         batch_size=512,                    # global batch of evaluators and export
         export_split="test",               # --mode=export's default --split
         export_at_end=True,                # write data.eval_split's embeddings after training
+        export_shard_size=65536,           # rows per embeddings file each host streams to disk
     ))
     # Evaluators, {name: {type, every_steps, enabled, ...}} (see sslx.evaluators): each
     # runs every `every_steps` steps (0 or negative: only at the end) and at the end.

@@ -14,12 +14,15 @@ with any `--config.a.b=v` overrides applied to it.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is first imported
+# Before TensorFlow is first imported: its INFO lines are not the run's. TensorFlow
+# only runs the input pipeline here, so its oneDNN model kernels (whose start-up
+# notice TF_CPP_MIN_LOG_LEVEL no longer hides) are left off.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -43,7 +46,8 @@ _EVALS = flags.DEFINE_list("evals", None, "--mode=evaluate: names in config.eval
 _SPLIT = flags.DEFINE_string("split", None, "Split to export (default config.eval.export_split).")
 _DISTRIBUTED = flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
                                  "jax.distributed.initialize(): auto = when the environment "
-                                 "names a multi-process cluster.")
+                                 "(SLURM, Open MPI, JAX_COORDINATOR_ADDRESS) or a Cloud "
+                                 "TPU VM's metadata names a multi-process cluster.")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -91,20 +95,17 @@ def main(argv: list[str]) -> None:
                  "--mode=evaluate (training runs the enabled config.evals)")
     if _WORKDIR.value is None and _MODE.value != "print_config":
         sys.exit("sslx: --workdir is required (a local or gs:// directory for the run)")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", force=True)
-    logging.getLogger("sslx").setLevel(logging.INFO)
-    logging.getLogger("absl").setLevel(logging.WARNING)
     config = _CONFIG.value
     if _MODE.value == "print_config":
         print(saved_config.to_json(config), end="")
         return
-    import tensorflow as tf
-
-    tf.config.set_visible_devices([], "GPU")  # the accelerators are jax's
-    from sslx import sharding
+    from sslx import distributed
     from sslx.errors import SslxError
 
-    sharding.maybe_initialize_distributed(_DISTRIBUTED.value)
+    distributed.maybe_initialize_distributed(_DISTRIBUTED.value)
+    from sslx import api
+
+    api.setup_process()  # logging, and TensorFlow kept off the accelerators (as sslx.fit)
     try:
         results = _run(_MODE.value, config, _WORKDIR.value)
     except (SslxError, FloatingPointError) as error:

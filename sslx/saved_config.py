@@ -27,7 +27,12 @@ log = logging.getLogger("sslx")
 FILENAME = "config.json"
 # Dotted prefixes of the fields a re-run on the same workdir may change.
 FREE_FIELDS = ("train.log_every", "checkpoint.every_steps", "checkpoint.keep", "eval",
-               "evals", "data.path", "data.threads", "data.cache", "data.eval_split")
+               "evals", "data.path", "data.threads", "data.cache", "data.eval_split",
+               "data.bad_images",
+               # Where the state lives and whether activations are recomputed: the
+               # same arithmetic on another slice (a resumed pod may be smaller).
+               "mesh", "train.param_sharding", "train.fsdp_min_size", "train.fsdp_rules",
+               "model.remat")
 
 
 def path(workdir: str) -> str:

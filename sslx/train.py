@@ -17,7 +17,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax
@@ -45,10 +45,11 @@ from sslx.data.spec import InputSpec, input_spec
 from sslx.errors import CheckpointError, ConfigError, DataError
 from sslx.evaluators import Evaluator
 from sslx.evaluators import embed as embedding
-from sslx.evaluators.export import write_embeddings
+from sslx.evaluators.export import export_split
 from sslx.methods.base import Method, TrainLength
 from sslx.metrics import MetricWriter, Progress, Throughput
 from sslx.online_probe import OnlineProbe
+from sslx.preemption import PreemptionNotice
 
 log = logging.getLogger("sslx")
 
@@ -153,7 +154,7 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
     """Checks the config and builds everything but the arrays; compiles nothing.
     `mesh` defaults to all devices of all hosts; `length` to the one the train
     split gives (pass `EMBED_ONLY` to restore a state without training data)."""
-    mesh = mesh or sharding.make_mesh()
+    mesh = mesh or sharding.make_mesh(axes=config.get("mesh", sharding.DEFAULT_MESH))
     config_checks.check_run(config, num_devices=mesh.size, process_count=jax.process_count())
     spec = input_spec(config)
     length = length or _train_length(config)
@@ -165,7 +166,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
     probe = online_probe.build(config, models.feature_dim(config.model))
     shapes = jax.eval_shape(functools.partial(_fresh_state, config, spec, method, optimizer,
                                               probe))
-    shardings = sharding.state_shardings(shapes, mesh, config.train.param_sharding)
+    shardings = sharding.state_shardings(shapes, mesh, config.train.param_sharding,
+                                         **sharding.placement_options(config.train))
     abstract_state = jax.tree.map(
         lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
     checkpointer = Checkpointer(checkpoint_directory(config, workdir),
@@ -185,13 +187,19 @@ def _train_length(config: ml_collections.ConfigDict) -> TrainLength:
 def make_train_step(run: Run):
     """The jitted, donated update: loss and gradients over the global batch,
     optimizer update, then the method's post-update (EMA teachers); the online
-    probe's step on the features of the weights the step started from."""
+    probe's step on the features of the weights the step started from.
+
+    With `config.train.accumulation_steps` k > 1 the loss, metrics and gradients
+    are means over k microbatches of the batch (`accumulated_value_and_grad`),
+    followed by the one update; k = 1 differentiates the whole batch at once."""
     method, optimizer, probe = run.method, run.optimizer, run.probe
     state_shardings = jax.tree.map(lambda s: s.sharding, run.abstract_state)
+    steps = run.config.train.get("accumulation_steps", 1)
+    grad_fn = (jax.value_and_grad(method.loss, has_aux=True) if steps == 1
+               else accumulated_value_and_grad(run, steps))
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
-        grad_fn = jax.value_and_grad(method.loss, has_aux=True)
         (loss, (method_state, metrics)), grads = grad_fn(
             state.params, state.method_state, batch, rng, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -216,6 +224,86 @@ def make_train_step(run: Run):
     )
 
 
+def accumulated_value_and_grad(run: Run, steps: int) -> Callable[..., Any]:
+    """`jax.value_and_grad(method.loss, has_aux=True)` of the global batch as the mean
+    over `steps` microbatches, for batches whose activations do not fit at once.
+
+    The mean of the microbatches' gradients is the batch's only where the loss is a
+    mean of independent per-example terms; `sslx.config_checks` refuses the other
+    methods and backbones (`Method.batch_level_loss`) and the batches that do not
+    split, and a method state holding BatchNorm statistics is refused here. Inside
+    the jitted step the batch is split without moving data between devices:
+    microbatch i takes every `steps`-th row of each device's share, from its i-th
+    (`_microbatches`). A `jax.lax.scan` runs them one after the other, threading the
+    method state through its carry and summing loss, metrics and gradients; the
+    means follow. Microbatch i gets `jax.random.fold_in(rng, i)`, so a method that
+    draws randomness per example (masks, mixup, drop-path) sees other draws than
+    without accumulation: the same distribution, not the same numbers."""
+    method, mesh = run.method, run.mesh
+    stats = run.abstract_state.method_state
+    if isinstance(stats, dict) and jax.tree.leaves(stats.get("batch_stats", {})):
+        raise ConfigError(
+            f"config.train.accumulation_steps={steps}: method {run.config.method.name!r} "
+            "keeps BatchNorm statistics, whose normalisation over the batch would differ "
+            "per microbatch, so accumulating microbatches would change its objective; use "
+            "accumulation_steps=1 (or a larger slice)")
+    value_and_grad = jax.value_and_grad(method.loss, has_aux=True)
+
+    def accumulated(params: Any, method_state: Any, batch: dict, rng: jax.Array,
+                    step: jax.Array) -> tuple[tuple[jax.Array, tuple[Any, dict]], Any]:
+        microbatches = _microbatches(batch, steps, mesh)
+
+        def one(carry: tuple[Any, Any], xs: tuple[jax.Array, dict]) -> tuple[Any, None]:
+            method_state, total = carry
+            index, microbatch = xs
+            microbatch = jax.lax.with_sharding_constraint(microbatch,
+                                                          sharding.data_sharding(mesh))
+            (loss, (method_state, metrics)), grads = value_and_grad(
+                params, method_state, microbatch, jax.random.fold_in(rng, index), step)
+            total = jax.tree.map(lambda t, x: t + x.astype(t.dtype), total,
+                                 (loss, metrics, grads))
+            return (method_state, total), None
+
+        first = jax.tree.map(lambda x: x[0], microbatches)
+        (loss, (_, metrics)), grads = jax.eval_shape(value_and_grad, params, method_state,
+                                                     first, rng, step)
+        zeros = (_zeros(loss, promote=True), _zeros(metrics, promote=True), _zeros(grads))
+        (method_state, total), _ = jax.lax.scan(
+            one, (method_state, zeros), (jnp.arange(steps), microbatches))
+        loss, metrics, grads = jax.tree.map(lambda t: t / steps, total)
+        return (loss, (method_state, metrics)), grads
+
+    return accumulated
+
+
+def _microbatches(batch: dict, steps: int, mesh: jax.sharding.Mesh) -> dict:
+    """Every leaf [B, ...] of the batch (split over the batch axes on dim 0) as
+    [steps, B / steps, ...]: reshaped to [B / steps, steps, ...], whose dim 0 splits
+    over the devices as the batch's did (each device's rows stay on it), then the two
+    axes swapped, so that scanning over dim 0 gives microbatches split like the batch.
+    The shardings are pinned, so the compiler moves no rows between devices."""
+    spec = sharding.data_sharding(mesh).spec  # the batch axes, on dim 0
+
+    def split(leaf: jax.Array) -> jax.Array:
+        rows = leaf.reshape(leaf.shape[0] // steps, steps, *leaf.shape[1:])
+        rows = jax.lax.with_sharding_constraint(rows, jax.sharding.NamedSharding(mesh, spec))
+        stacked = jnp.swapaxes(rows, 0, 1)
+        return jax.lax.with_sharding_constraint(
+            stacked, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, *spec)))
+
+    return jax.tree.map(split, batch)
+
+
+def _zeros(shapes: Any, *, promote: bool = False) -> Any:
+    """Zeros of a pytree of `jax.ShapeDtypeStruct`s, to sum into; with `promote`, in at
+    least float32, so boolean or integer metrics and bfloat16 losses average exactly."""
+    def zeros(s: jax.ShapeDtypeStruct) -> jax.Array:
+        dtype = jnp.promote_types(s.dtype, jnp.float32) if promote else s.dtype
+        return jnp.zeros(s.shape, dtype)
+
+    return jax.tree.map(zeros, shapes)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains (resuming from `workdir` when it holds a checkpoint), then evaluates
     and exports embeddings. Returns the final figures and the written paths."""
@@ -237,34 +325,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     writer = MetricWriter(workdir)
     throughput = Throughput(config.train.batch_size)
     progress = Progress(total_steps, run.length.steps_per_epoch, start_step)
-    try:
-        for step in range(start_step + 1, total_steps + 1):
-            batch = next(batches)
-            if step == start_step + 1:
-                _check_labelled(run, batch)
-            state, metrics = train_step(state, sharding.global_batch(batch, run.mesh))
-            if step == start_step + 1:
-                jax.block_until_ready(state)
-                throughput.start(step)
-                progress.started(step)
-            progress.step(step)
-            log_due = step % config.train.log_every == 0 or step == total_steps
-            save_due = step == total_steps or run.checkpointer.due(step)
-            if log_due or save_due:  # a non-finite state is never logged as good nor saved
-                values = jax.device_get(metrics)
-                _check_finite(values, step)
-                if log_due:
-                    progress.log(step, writer.write(step, {**values, **throughput.measure(step)}))
-            run.checkpointer.save(step, state.saved_tree(), description,
-                                  force=step == total_steps)
-            due = {name: e for name, e in evals.items() if step < total_steps and e.due(step)}
-            if due:
-                _evaluate(due, state, step, writer)
-                throughput.start(step)  # images/s leaves the evaluation out
-    finally:  # also when interrupted: saves in flight complete, logs are flushed
-        run.checkpointer.wait()
-        progress.close()
-        writer.close()
+    with PreemptionNotice() as notice:
+        try:
+            for step in range(start_step + 1, total_steps + 1):
+                batch = next(batches)
+                if step == start_step + 1:
+                    _check_labelled(run, batch)
+                with jax.set_mesh(run.mesh):  # models pin activations to the batch split
+                    state, metrics = train_step(state, sharding.global_batch(batch, run.mesh))
+                if step == start_step + 1:
+                    jax.block_until_ready(state)
+                    throughput.start(step)
+                    progress.started(step)
+                progress.step(step)
+                preempted = notice.reached(step)
+                last = step == total_steps or preempted
+                log_due = step % config.train.log_every == 0 or last
+                if log_due or last or run.checkpointer.due(step):
+                    # A non-finite state is never logged as good nor saved.
+                    values = jax.device_get(metrics)
+                    _check_finite(values, step)
+                    if log_due:
+                        progress.log(step, writer.write(
+                            step, {**values, **throughput.measure(step)}))
+                run.checkpointer.save(step, state.saved_tree(), description, force=last)
+                if preempted:
+                    return _stop_preempted(run, step)
+                due = {name: e for name, e in evals.items()
+                       if step < total_steps and e.due(step)}
+                if due:
+                    _evaluate(due, state, step, writer)
+                    throughput.start(step)  # images/s leaves the evaluation out
+        finally:  # also when interrupted: saves in flight complete, logs are flushed
+            run.checkpointer.wait()
+            progress.close()
+            writer.close()
     results: dict[str, Any] = {"step": int(state.step)}
     results.update(_evaluate_at_end(run, evals, state))
     run.checkpointer.close()
@@ -272,14 +367,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 
 def export(config: ml_collections.ConfigDict, workdir: str, split: str) -> dict[str, Any]:
-    """Embeddings of `split` from the latest checkpoint in `workdir`, as .npy files.
+    """Embeddings of `split` from the latest checkpoint in `workdir`, as .npy shard
+    files and an index (`sslx.evaluators.export`), each host writing its own shard.
     Needs only `split` of `config.data`: the training data may be absent."""
     run = prepare(config, workdir, length=EMBED_ONLY)
     embedding.check_split(config, split, "--split")
     state = run.restore_state()
-    features, labels = embedding.embed_split(run.method, state.params, state.method_state,
-                                             config, split, run.mesh)
-    paths = _write(run, split, features, labels, int(state.step))
+    paths = _write(run, state, split)
     run.checkpointer.close()
     return {"step": int(state.step), "embeddings": paths}
 
@@ -430,18 +524,27 @@ def _evaluate_at_end(run: Run, evals: dict[str, Evaluator],
     finally:
         writer.close()
     if config.eval.export_at_end:
-        features, labels = embedding.embed_split(run.method, state.params, state.method_state,
-                                                 config, config.data.eval_split, run.mesh)
-        results["embeddings"] = _write(run, config.data.eval_split, features, labels, step)
+        results["embeddings"] = _write(run, state, config.data.eval_split)
     return results
 
 
-def _write(run: Run, split: str, features: np.ndarray, labels: np.ndarray,
-           step: int) -> dict[str, str]:
-    if jax.process_index() != 0:
-        return {}
-    return write_embeddings(fs.join(run.workdir, "embeddings"), split, features, labels,
-                            run.config, step)
+def _write(run: Run, state: TrainState, split: str) -> dict[str, str]:
+    """`split` embedded by `state` into WORKDIR/embeddings/<split>/, streamed shard by
+    shard from every host; `{'index': path}` on process 0, `{}` elsewhere."""
+    return export_split(run.method, state.params, state.method_state, run.config, split,
+                        run.mesh, fs.join(run.workdir, "embeddings"), int(state.step))
+
+
+def _stop_preempted(run: Run, step: int) -> dict[str, Any]:
+    """Waits for the checkpoint of `step` to commit and says so: the run ends here
+    (exit status 0) and the same command resumes it."""
+    start = time.perf_counter()
+    run.checkpointer.wait()
+    run.checkpointer.close()
+    log.warning("preempted: the checkpoint of step %d is saved in %s (%.1f s); re-run "
+                "the same command to resume", step, run.checkpointer.directory,
+                time.perf_counter() - start)
+    return {"step": step, "preempted": True}
 
 
 def _check_labelled(run: Run, batch: dict) -> None:

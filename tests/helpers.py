@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 from typing import Any
 from unittest import mock
@@ -331,26 +332,30 @@ def end_to_end_config(path: str, npz: str, **overrides):
 
 @contextlib.contextmanager
 def preempted_after(steps: int):
-    """Training stops with KeyboardInterrupt (as on a preemption signal) when it asks
-    for batch `steps + 1`. Yields the list of the batches the run was given."""
+    """The run receives SIGTERM, as on a preemption notice, while it reads the batch of
+    step `steps`: it trains that step, saves it and returns. Yields the list of the
+    batches the run was given."""
     stream, given = pipeline.train_iterator, []
 
     def preempted(*args, **kwargs):
         batches = stream(*args, **kwargs)
-        for _ in range(steps):
+        for step in range(1, steps + 1):
             given.append(next(batches))
+            if step == steps:
+                os.kill(os.getpid(), signal.SIGTERM)
             yield given[-1]
-        raise KeyboardInterrupt
+        raise AssertionError(f"the run asked for a batch after the SIGTERM of step {steps}")
 
     with mock.patch.object(pipeline, "train_iterator", preempted):
         yield given
 
 
 def preempt_cli(path: str, npz: str, workdir: str, capsys, **overrides) -> list[dict]:
-    """`python -m sslx.main --config=PATH:runlocal` (8 devices) is preempted after step
-    2 of 3: its checkpoint and metrics of steps 1 and 2 are in `workdir`, no k-NN.
-    Returns the two batches it trained on. `overrides`: more `--config.k=v`."""
-    with preempted_after(2) as batches, pytest.raises(KeyboardInterrupt):
+    """`python -m sslx.main --config=PATH:runlocal` (8 devices) gets SIGTERM in step 2
+    of 3 and exits normally: its checkpoint and metrics of steps 1 and 2 are in
+    `workdir`, no k-NN. Returns the two batches it trained on. `overrides`: more
+    `--config.k=v`."""
+    with preempted_after(2) as batches:
         run_cli(path, workdir, npz, **{"train.steps": END_TO_END_STEPS, **overrides})
     assert os.path.isdir(os.path.join(workdir, "checkpoints", "2"))
     assert logged_steps(workdir) == [1, 2]

@@ -53,8 +53,10 @@ def test_every_output_lands_in_a_remote_workdir(trained, monkeypatch):
     monkeypatch.chdir(cwd)
     sslx.load(workdir).export_backbone(fs.join(workdir, "backbone.msgpack"))
     files = _files(workdir)
-    assert {"config.json", "metrics.jsonl", "backbone.msgpack", "embeddings/test_features.npy",
-            "embeddings/test_labels.npy", "embeddings/test_info.json"} <= files
+    assert {"config.json", "metrics.jsonl", "backbone.msgpack", "embeddings/test/index.json",
+            "embeddings/test/features-0-0.npy", "embeddings/test/labels-0-0.npy"} <= files
+    features, labels = sslx.read_embeddings(workdir, "test")
+    assert features.shape == (128, 64) and (labels >= 0).all()
     assert any(f.startswith("tensorboard/events.out.tfevents") for f in files)
     lines = [json.loads(line) for line in fs.read_text(fs.join(workdir, "metrics.jsonl"))
              .splitlines()]
@@ -154,7 +156,7 @@ def test_load_embeds_new_images_as_export_does(trained, tmp_path):
     export_config = saved_config.from_dict({**config.to_dict(), "data": {
         **config.data.to_dict(), "source": "arrays", "path": arrays}})
     exported = train.export(export_config, workdir, "unseen")["embeddings"]
-    expected = fs.load_npy(exported["features"])
+    expected, _ = sslx.read_embeddings(exported["index"])
     features = model.embed(images, batch_size=4)  # 3 batches, the last one padded
     assert features.shape == expected.shape == (11, 64) and features.dtype == np.float32
     np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
@@ -208,8 +210,12 @@ def test_unlabelled_flat_folder_trains_and_exports(tmp_path, caplog):
         results = train.train_and_evaluate(config, workdir)
     assert "k-NN skipped" in caplog.text and "unlabelled" in caplog.text
     assert not any(key.startswith("knn") for key in results)
-    features = np.load(results["embeddings"]["features"])
-    assert features.shape == (24, 64) and "labels" not in results["embeddings"]
+    features, labels = sslx.read_embeddings(results["embeddings"]["index"])
+    assert features.shape == (24, 64) and (labels == -1).all()
+    index = fs.read_json(results["embeddings"]["index"])
+    assert not index["labelled"] and index["shards"][0]["labels"] is None
+    assert not any(name.startswith("labels") for name in os.listdir(
+        os.path.dirname(results["embeddings"]["index"])))
 
 
 def test_missing_eval_split_fails_before_compiling(npz, tmp_path, monkeypatch):

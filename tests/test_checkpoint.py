@@ -1,15 +1,19 @@
 """A workdir's checkpoint is restored only into the run that wrote it: another
 state shape, optimizer or method gets a CheckpointError, and the checkpoint
-stays usable by the original config."""
+stays usable by the original config; a save cut short is never resumed."""
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 
+import jax
+import numpy as np
 import pytest
-from helpers import END_TO_END_STEPS, SMALL_BACKBONE, end_to_end_config
+from helpers import END_TO_END_STEPS, SMALL_BACKBONE, end_to_end_config, logged_steps
 
-from sslx import train
+from sslx import checkpoint, train
 from sslx.errors import CheckpointError
 
 NNCLR = "configs/nnclr_resnet50.py"
@@ -51,3 +55,23 @@ def test_other_method_is_refused(npz, workdir):
 def test_export_without_checkpoint(npz, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         train.export(_config(npz, SIMCLR), str(tmp_path / "empty"), "test")
+
+
+def test_a_checkpoint_without_its_commit_marker_is_never_resumed(npz, workdir, tmp_path,
+                                                                 caplog):
+    """A save cut short (its commit marker missing) is removed with a warning, and the
+    run resumes from the previous checkpoint to the uninterrupted run's end state."""
+    config, cut = _config(npz), str(tmp_path / "cut")
+    train.train_and_evaluate(config, cut)
+    os.remove(os.path.join(cut, "checkpoints", "3", checkpoint.COMMIT_MARKER))
+    run = train.prepare(config, cut)
+    with caplog.at_level(logging.WARNING, logger="sslx"):
+        assert run.checkpointer.latest_step() == 2
+    run.checkpointer.close()
+    assert "checkpoints/3 was never committed" in caplog.text
+    assert not os.path.exists(os.path.join(cut, "checkpoints", "3"))
+    assert train.train_and_evaluate(config, cut)["step"] == 3
+    assert logged_steps(cut) == [1, 2, 3, 3]
+    for a, b in zip(jax.tree.leaves(train.prepare(config, workdir).restore_state()),
+                    jax.tree.leaves(train.prepare(config, cut).restore_state()), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -7,26 +7,75 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import pytest
-from helpers import REPO, exit_message, run_main, small_fmnist_npz, tiny_config
+from helpers import REPO, exit_message, logged_steps, run_main, small_fmnist_npz, tiny_config
 
 from sslx import saved_config, train
 from sslx.data import views
 from sslx.errors import CheckpointError, ConfigError, DataError
 
 
+def _cli_env() -> dict[str, str]:
+    """The environment of a new `sslx.main` process: one CPU device, the suite's
+    compile cache."""
+    return {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu",
+            "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
 def _cli(*args: str) -> subprocess.CompletedProcess:
     """`python -m sslx.main ARGS` in a new process, sharing the suite's compile cache."""
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "1", "JAX_PLATFORMS": "cpu",
-           "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    return subprocess.run([sys.executable, "-m", "sslx.main", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "sslx.main", *args], cwd=REPO, env=_cli_env(),
                           capture_output=True, text=True, timeout=600)
+
+
+def _terminated_after(args: list[str], workdir: str, step: int) -> tuple[str, float]:
+    """Starts `python -m sslx.main ARGS`, sends it SIGTERM once it has logged `step`,
+    and checks it exits 0. Returns its stderr and the seconds from SIGTERM to exit."""
+    process = subprocess.Popen([sys.executable, "-m", "sslx.main", *args], cwd=REPO,
+                               env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (os.path.exists(os.path.join(workdir, "metrics.jsonl"))
+                   and step in logged_steps(workdir)):
+            assert process.poll() is None, process.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the run logged no step in 300 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        start = time.monotonic()
+        _, stderr = process.communicate(timeout=120)
+        return stderr, time.monotonic() - start
+    finally:
+        process.kill()
+
+
+def test_sigterm_saves_the_step_exits_0_and_the_same_command_resumes(tmp_path):
+    npz = small_fmnist_npz(str(tmp_path / "small.npz"))
+    workdir = str(tmp_path / "run")
+    args = ["--config=configs/simclr_fmnist.py", f"--workdir={workdir}",
+            "--config.data.source=arrays", f"--config.data.path={npz}",
+            "--config.train.steps=100000", "--config.train.batch_size=16",
+            "--config.model.width=8", "--config.train.log_every=1",
+            "--config.checkpoint.every_steps=100000", "--config.optim.warmup_epochs=0"]
+    stderr, seconds = _terminated_after(args, workdir, step=1)
+    stopped = re.search(r"preempted: the checkpoint of step (\d+) is saved", stderr)
+    assert stopped, stderr[-3000:]
+    saved = int(stopped.group(1))
+    assert str(saved) in os.listdir(os.path.join(workdir, "checkpoints"))
+    assert "Traceback" not in stderr and logged_steps(workdir)[-1] == saved
+    print(f"SIGTERM to exit: {seconds:.1f} s")
+
+    _terminated_after(args, workdir, step=saved + 1)  # the same command continues
+    assert logged_steps(workdir)[:saved + 1] == list(range(1, saved + 2))
 
 
 def test_cli_trains_and_prints_knn(tmp_path):
@@ -39,7 +88,8 @@ def test_cli_trains_and_prints_knn(tmp_path):
                   "--config.optim.warmup_epochs=0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "k-NN top-1: " in result.stdout
-    assert os.path.exists(os.path.join(workdir, "embeddings", "test_features.npy"))
+    index = os.path.join(workdir, "embeddings", "test", "index.json")
+    assert f"embeddings index: {index}" in result.stdout and os.path.exists(index)
 
 
 def test_unknown_config_key_names_close_matches(tmp_path):

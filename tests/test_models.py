@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import assert_tree_close
 
 from sslx.config_defaults import base_config
 from sslx.errors import ConfigError
@@ -287,6 +288,69 @@ def test_vit_bfloat16_compute_keeps_float32_params():
     assert np.all(np.isfinite(np.asarray(out, np.float32)))
 
 
+def stacked_blocks(params, depth: int) -> dict:
+    """Unscanned ViT params with `block{i}` stacked into the scanned layout (`blocks`)."""
+    params = dict(params)
+    blocks = [params.pop(f"block{i}") for i in range(depth)]
+    return {**params, "blocks": jax.tree.map(lambda *leaves: jnp.stack(leaves), *blocks)}
+
+
+def test_vit_remat_gives_the_same_outputs_and_gradients():
+    """Remat recomputes the blocks in the backward pass: same params, outputs and
+    gradients (in train mode, with the same drop-path draws)."""
+    x = images(4, 32)
+    plain, remat = tiny_vit(depth=3, drop_path=0.3), tiny_vit(depth=3, drop_path=0.3, remat=True)
+    variables = init(plain, x, train=False)
+    assert jax.tree.structure(abstract_init(remat, x, train=False)) == jax.tree.structure(
+        variables)
+
+    def loss(model):
+        def fn(variables):
+            out = model.apply(variables, x, train=True, rngs={"dropout": rng(5)})
+            return jnp.sum(out**2), out
+        return jax.value_and_grad(fn, has_aux=True)
+
+    (loss0, out0), grads0 = jax.jit(loss(plain))(variables)
+    (loss1, out1), grads1 = jax.jit(loss(remat))(variables)
+    np.testing.assert_allclose(out1, out0, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loss1, loss0, rtol=1e-5)
+    # Recomputed activations round differently in float32 (1e-4 of a gradient at
+    # most); a lost drop-path mask or a missing branch differs by far more.
+    assert_tree_close(grads1, grads0, "gradient", rtol=1e-3)
+
+
+def test_vit_scan_equals_the_unscanned_blocks_stacked():
+    """A scanned ViT's params are the unscanned ones with the blocks stacked on a
+    leading depth axis, and given those it computes the same features and tokens;
+    with remat too. Drop-path rates rise over depth as a scanned input, so training
+    runs (its draws differ from the unscanned model's)."""
+    x = images(4, 32)
+    plain = tiny_vit(depth=3, drop_path=0.2)
+    variables = init(plain, x, train=False)
+    stacked = {"params": stacked_blocks(variables["params"], 3)}
+    for model in (tiny_vit(depth=3, drop_path=0.2, scan=True),
+                  tiny_vit(depth=3, drop_path=0.2, scan=True, remat=True)):
+        shapes = abstract_init(model, x, train=False)
+        assert jax.tree.map(jnp.shape, shapes) == jax.tree.map(jnp.shape, stacked)
+
+        @jax.jit
+        def outputs(model=model):
+            return (plain.apply(variables, x, train=False, return_tokens=True),
+                    model.apply(stacked, x, train=False, return_tokens=True),
+                    model.apply(stacked, x, train=True, rngs={"dropout": rng(1)}))
+
+        want, got, trained = outputs()
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        assert np.all(np.isfinite(trained)) and not np.allclose(trained, want[0])
+
+
+def test_vit_scan_refuses_to_sow_attention():
+    model = tiny_vit(scan=True)
+    with pytest.raises(ConfigError, match=r"config\.model\.scan=True"):
+        abstract_init(model, images(2, 32), train=False, sow_attention=True)
+
+
 # ----------------------------------------------------------------------------- heads
 
 
@@ -484,6 +548,8 @@ def test_backbone_output_matches_feature_dim(fields):
         ({"stem": "cifar10"}, {}, r"config\.model\.stem='cifar10'.*imagenet, cifar"),
         ({"width": 0}, {}, r"config\.model\.width"),
         ({"drop_path": 0.1}, {}, r"config\.model\.drop_path.*ViT"),
+        ({"remat": True}, {}, r"config\.model\.remat=True.*ViT"),
+        ({"scan": True}, {}, r"config\.model\.scan=True.*ViT"),
         ({}, {"mask_token": True}, r"config\.model\.name='resnet18'.*ViT"),
         ({"name": "vit_t", "pos_embedding": "sin"}, {}, r"config\.model\.pos_embedding.*sincos"),
         ({"name": "vit_t", "patch_size": 5}, {}, r"config\.model\.patch_size=5.*2, 4, 8, 16, 32"),

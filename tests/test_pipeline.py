@@ -149,8 +149,10 @@ def test_multi_crop(npz):
 def test_train_is_reproducible_and_resumes_the_same_stream(npz):
     config = _config(npz)
     make = lambda start: _train(config, start_step=start, process_index=0, process_count=1)
-    first, again, resumed = _take(make(0), 10), _take(make(0), 10), _take(make(5), 5)
-    for a, b in zip(first + first[5:], again + resumed, strict=True):
+    # 5 batches an epoch: resumed at the start of epoch 1 and in the middle of epoch 2.
+    first, again = _take(make(0), 17), _take(make(0), 17)
+    resumed = _take(make(5), 12) + _take(make(13), 4)
+    for a, b in zip(first + first[5:] + first[13:], again + resumed, strict=True):
         np.testing.assert_array_equal(a["label"], b["label"])
         for va, vb in zip(a["views"], b["views"], strict=True):
             np.testing.assert_array_equal(va, vb)
@@ -158,6 +160,26 @@ def test_train_is_reproducible_and_resumes_the_same_stream(npz):
     epoch = NUM_TRAIN // config.train.batch_size
     assert not all(np.array_equal(first[i]["label"], first[i + epoch]["label"])
                    for i in range(epoch))
+
+
+def test_resuming_late_reads_at_most_one_epoch():
+    """The order of an epoch is a function of (seed, host, epoch): resuming in epoch 50
+    skips the 50 epochs before it by arithmetic instead of reading them again."""
+    reads = tf.Variable(0, dtype=tf.int64)
+
+    def counted(example):
+        reads.assign_add(1)
+        return example
+
+    images = np.zeros([NUM_TRAIN, 16, 16], np.uint8)
+    source = sources.from_arrays(images, np.arange(NUM_TRAIN), process_index=0, process_count=1)
+    source = dataclasses.replace(source, dataset=source.dataset.map(counted))
+    config = _config(None)
+    steps_per_epoch = NUM_TRAIN // config.train.batch_size
+    batches = _train(config, start_step=50 * steps_per_epoch + 3, source=source)
+    next(batches)
+    # The 3 batches of epoch 50 before the start, the batch, and what prefetching took.
+    assert 4 * config.train.batch_size <= int(reads.numpy()) < 3 * NUM_TRAIN
 
 
 def test_train_from_arrays_source(npz):

@@ -254,7 +254,7 @@ def test_arrays_npz(tmp_path):
         train_labels=np.arange(10) % 3,
         test_images=rng.integers(0, 256, [4, 8, 8, 3], np.uint8),
     )
-    config = _data_config("arrays", path)
+    config = _data_config("arrays", path, image_size=8)
     assert sources.num_examples(config, "train") == 10
     train = sources.load_split(config, "train", process_index=0, process_count=1)
     _check_format(train)

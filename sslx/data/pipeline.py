@@ -5,7 +5,8 @@ the trainer assembles the global jax.Array. All work runs in a bounded private
 tf.data threadpool so XLA keeps its cores, and all randomness is seeded from
 `config.seed` and the host: the stream of batches is a fixed function of the
 config, and `start_step` starts it at that batch, so a resumed run sees exactly
-the batches an uninterrupted run would have seen.
+the batches an uninterrupted run would have seen. Each epoch's order is a
+function of (seed, host, epoch) only, so resuming reads at most one epoch.
 
 A training example holds the inputs the method asks for (`Method.inputs`), each
 made by its producer (`sslx.data.producers`) from the run's `InputSpec`;
@@ -52,9 +53,9 @@ def train_iterator(
 
     `source` replaces `config.data`'s train split (e.g. `from_arrays(...)`); its
     own process index/count are then used. `start_step` skips the batches before
-    it (without augmenting them), so resuming continues the uninterrupted stream;
-    skipping reads the skipped examples, which is cheap for cached and in-memory
-    sources."""
+    it (without augmenting them), so resuming continues the uninterrupted stream:
+    whole epochs are skipped by arithmetic, and only the examples of the current
+    epoch before `start_step` are read again."""
     inputs = tuple(inputs)
     producers.check(inputs)
     if start_step < 0:
@@ -73,14 +74,11 @@ def train_iterator(
     dataset = source.dataset
     if config.data.cache and not source.in_memory:
         dataset = dataset.cache()
-    if config.data.shuffle_buffer > 1:
-        seed = _shuffle_seed(config.seed, source.process_index)
-        dataset = dataset.shuffle(config.data.shuffle_buffer, seed=seed,
-                                  reshuffle_each_iteration=True)
+    start = start_step * local_batch  # this host's examples before `start_step`
     dataset = (
-        dataset.repeat()
-        .enumerate()  # counts elements over the whole run: seeds their augmentation
-        .skip(start_step * local_batch)
+        _epochs(dataset, config, source.process_index, first=start // source.num_local)
+        .skip(start % source.num_local)
+        .enumerate(start)  # counts elements over the whole run: seeds their augmentation
         .map(_example_fn(config, spec, inputs, source.process_index),
              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     )
@@ -210,8 +208,30 @@ def _local_batch(batch_size: int, process_count: int, name: str) -> int:
     return batch_size // process_count
 
 
+def _epochs(dataset: tf.data.Dataset, config: ml_collections.ConfigDict, process_index: int,
+            *, first: int) -> tf.data.Dataset:
+    """Epochs `first`, `first + 1`, ... of `dataset` end to end, each shuffled by its
+    own seed, a function of (run seed, host, epoch) alone. So the order of an epoch
+    needs no earlier epoch, and a run resuming late starts at its epoch: it reads
+    at most the part of one epoch before its position, never the run's history."""
+    host_seed = _shuffle_seed(config.seed, process_index)
+    buffer = config.data.shuffle_buffer
+
+    def epoch(index: tf.Tensor) -> tf.data.Dataset:
+        if buffer <= 1:
+            return dataset
+        return dataset.shuffle(buffer, seed=host_seed * _MAX_EPOCHS + index,
+                               reshuffle_each_iteration=False)
+
+    return tf.data.Dataset.range(first, _MAX_EPOCHS).flat_map(epoch)
+
+
+# Epochs a run may take; also the stride between hosts' epoch seeds.
+_MAX_EPOCHS = 2**20
+
+
 def _shuffle_seed(seed: int, process_index: int) -> int:
-    """One tf.data shuffle seed per (run seed, host); epochs reshuffle from it."""
+    """One 32-bit seed per (run seed, host), from which each epoch's shuffle seed is made."""
     state = np.random.SeedSequence([seed % 2**32, process_index])
     return int(state.generate_state(1)[0])
 

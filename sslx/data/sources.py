@@ -8,8 +8,9 @@ channels here: models and colour ops always see RGB (saturation and hue jitter
 are then no-ops on gray data).
 
 Each host reads only its own, disjoint shard; the shards of all hosts cover the
-split and differ in size by at most one example. Bad paths, splits and images
-raise `DataError` before any training starts.
+split and differ in size by at most one example. Bad paths, splits, arrays and
+images raise `DataError` before any training starts; an image folder's unreadable
+files may instead be dropped with a warning (`config.data.bad_images='skip'`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import gzip
+import hashlib
+import itertools
+import logging
 import os
 import re
 import struct
@@ -31,6 +35,11 @@ from sslx.data import photos
 from sslx.errors import ConfigError, DataError, close_matches
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# What an image folder does with files that do not decode (`config.data.bad_images`).
+BAD_IMAGES = ("fail", "skip")
+_SHOWN_BAD_PATHS = 3  # paths a skip warning names
+# Skip mode's verdicts, per split listing (keyed by its digest): see `_skipped_files`.
+_SKIPPED: dict[str, frozenset[str]] = {}
 _MAGIC_BYTES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the empty IEND chunk that closes a PNG
 _END_MARKERS = (b"\xff\xd9", _PNG_END)  # JPEG end of image, PNG IEND
@@ -47,6 +56,8 @@ _FOLDER_ORDER_SEED = 0
 # What every source's dataset yields, one example at a time.
 EXAMPLE_SPEC = {"image": tf.TensorSpec([None, None, 3], tf.uint8),
                 "label": tf.TensorSpec([], tf.int32)}
+
+log = logging.getLogger("sslx")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,12 +121,15 @@ def from_arrays(
 ) -> Source:
     """A source over in-memory uint8 images [N, H, W] or [N, H, W, 1|3] and
     optional integer labels [N] (programmatic use: notebooks, tests)."""
+    if len(_image_array(images, "from_arrays")) == 0:
+        raise DataError("from_arrays got no images (an empty array): pass at least one image")
     return _array_source(
         images, labels, "from_arrays", *resolve_process(process_index, process_count)
     )
 
 
 def _dispatch(data_config: ml_collections.ConfigDict) -> tuple[Callable, Callable]:
+    _bad_images_mode(data_config)  # a misspelt choice fails for every source, not only folders
     try:
         return _SOURCES[data_config.source]
     except KeyError:
@@ -138,9 +152,10 @@ def _unknown_split(split: str, what: str, available: list[str]) -> DataError:
     )
 
 
-def _check_not_empty(n: int, split: str, what: str) -> None:
+def _check_not_empty(n: int, split: str, what: str,
+                     reason: str = "it holds no examples") -> None:
     if n == 0:
-        raise DataError(f"split {split!r} of {what} is empty: it holds no examples")
+        raise DataError(f"split {split!r} of {what} is empty: {reason}")
 
 
 def _to_rgb(example: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -157,14 +172,7 @@ def _array_source(
     process_index: int,
     process_count: int,
 ) -> Source:
-    images = np.asarray(images)
-    if images.ndim == 3:
-        images = images[..., None]
-    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise DataError(
-            f"images of {what} are {images.dtype} {list(images.shape)}; expected uint8 "
-            "[N, H, W] or [N, H, W, 1|3] (scale to 0..255 and cast to uint8)"
-        )
+    images = _image_array(images, what)
     n = len(images)
     if labels is None:
         labels = np.full([n], -1, np.int32)
@@ -181,6 +189,62 @@ def _array_source(
     if images.shape[-1] == 1:  # tile lazily: the stored copy stays one channel
         dataset = dataset.map(_to_rgb)
     return Source(dataset, n, hi - lo, num_classes, process_index, process_count, in_memory=True)
+
+
+def _image_array(images: np.ndarray, what: str) -> np.ndarray:
+    """`images` as uint8 [N, H, W, 1|3], or a `DataError` naming `what`, the shape and
+    the fix, raised when the arrays are read, before anything compiles."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise DataError(
+            f"images of {what} are {images.dtype} {list(images.shape)}; expected uint8 "
+            "[N, H, W] or [N, H, W, 1|3] (scale to 0..255 and cast to uint8)"
+        )
+    if images.shape[-1] not in (1, 3):
+        raise DataError(
+            f"images of {what} are {list(images.shape)}, with {images.shape[-1]} channels "
+            f"where sslx reads 1 (gray) or 3 (RGB): {_channel_fix(images.shape)}"
+        )
+    return images
+
+
+def _channel_fix(shape: tuple[int, ...]) -> str:
+    """How to turn images of `shape` [N, H, W, C] into gray or RGB ones."""
+    if shape[1] in (1, 3):
+        return "the channel axis looks first, so move it last with images.transpose(0, 2, 3, 1)"
+    if shape[-1] == 4:
+        return "drop the alpha channel of RGBA images with images[..., :3]"
+    if shape[-1] == 2:
+        return "drop the alpha channel of gray+alpha images with images[..., :1]"
+    return "convert them to 1 or 3 channels"
+
+
+# How much smaller than the nominal side `data.image_size` train images may be: a
+# recipe may upsample small images a little (jigsaw's 3x3 tiles of 28 px
+# Fashion-MNIST), but crops of images a fraction of the size the recipe was made
+# for (an ImageNet recipe on 28 px images) are mostly interpolation.
+MAX_UPSAMPLING = 2
+
+
+def _check_image_side(
+    images: np.ndarray, data_config: ml_collections.ConfigDict, split: str, what: str
+) -> None:
+    """Train images more than `MAX_UPSAMPLING` times smaller than the nominal side
+    `data_config.image_size` would pass the views' size check (made against the
+    nominal side) and be blown up by every crop; arrays know their real side, so
+    the mismatch is named here. Other splits are only embedded, which resizes
+    images of any size."""
+    side, nominal = min(images.shape[1:3]), data_config.image_size
+    if split == data_config.train_split and side * MAX_UPSAMPLING < nominal:
+        raise DataError(
+            f"images of {what} are {images.shape[1]}x{images.shape[2]} px, more than "
+            f"{MAX_UPSAMPLING}x smaller than config.data.image_size={nominal} that the view "
+            f"sizes are checked against: set config.data.image_size={side} (and every "
+            f"config.views.<group>.size to at most {side}) or use images of at least "
+            f"{-(-nominal // MAX_UPSAMPLING)} px"
+        )
 
 
 def _npz_arrays(
@@ -208,11 +272,16 @@ def _load_arrays(
 ) -> Source:
     images, labels = _npz_arrays(data_config, split)
     what = f"{data_config.path}:{split}"
+    _check_image_side(_image_array(images, what), data_config, split, what)
     return _array_source(images, labels, what, process_index, process_count)
 
 
 def _count_arrays(data_config: ml_collections.ConfigDict, split: str) -> int:
-    return len(_npz_arrays(data_config, split)[0])
+    """Checks the arrays as loading does: they are read in full anyway."""
+    images = _npz_arrays(data_config, split)[0]
+    what = f"{data_config.path}:{split}"
+    _check_image_side(_image_array(images, what), data_config, split, what)
+    return len(images)
 
 
 # ---------------------------------------------------------------- IDX (MNIST format)
@@ -263,12 +332,13 @@ def _load_idx(
 ) -> Source:
     images_path, labels_path = _idx_paths(data_config, split)
     images, labels = _read_idx(images_path), _read_idx(labels_path)
-    if images.ndim != 3 or labels.shape != images.shape[:1]:
+    if images.ndim not in (3, 4) or labels.shape != images.shape[:1]:
         raise DataError(
             f"{images_path} {list(images.shape)} and {labels_path} {list(labels.shape)} "
-            "do not pair up as images [N, H, W] and labels [N]"
+            "do not pair up as images [N, H, W(, C)] and labels [N]"
         )
     _check_not_empty(len(images), split, f"IDX directory {data_config.path}")
+    _check_image_side(_image_array(images, images_path), data_config, split, images_path)
     return _array_source(images, labels, images_path, process_index, process_count)
 
 
@@ -353,8 +423,10 @@ def _labelled_files(
     return paths, np.asarray(labels, np.int32), len(classes)
 
 
-def _check_image_files(paths: list[str], threads: int = 16) -> None:
-    """Names a bad file now rather than failing somewhere inside tf.data mid-training.
+def _check_image_files(paths: list[str], threads: int = 16) -> dict[str, str]:
+    """`{path: what is wrong}` of the unreadable files among `paths`, in their order;
+    the caller fails or skips (`config.data.bad_images`), so a bad file is named
+    now rather than failing somewhere inside tf.data mid-training.
 
     Each file is opened once and two small pieces are read: its first bytes (the
     JPEG or PNG magic) and its last bytes (the JPEG end-of-image marker or the PNG
@@ -367,32 +439,106 @@ def _check_image_files(paths: list[str], threads: int = 16) -> None:
     interleaved slices: reads are I/O bound (remote filesystems), and one task per
     file would cost more than the read."""
 
-    def check(some: list[str]) -> None:
-        for path in some:
-            with tf.io.gfile.GFile(path, "rb") as f:
-                head = f.read(8)
-                size = f.size()
-                f.seek(max(0, size - len(_PNG_END)))
-                tail = f.read()
-            if not head.startswith(_MAGIC_BYTES):
-                raise DataError(f"{path} is not a readable JPEG or PNG image: delete or replace it")
-            if not tail.endswith(_END_MARKERS):
-                _check_decodes(path)
+    def check(some: list[str]) -> list[tuple[str, str]]:
+        return [(path, problem) for path in some if (problem := _file_problem(path))]
 
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
-        list(pool.map(check, [paths[i::threads] for i in range(threads)]))
+        found = dict(itertools.chain.from_iterable(
+            pool.map(check, [paths[i::threads] for i in range(threads)])))
+    return {path: found[path] for path in paths if path in found}
 
 
-def _check_decodes(path: str) -> None:
+def _file_problem(path: str) -> str | None:
+    """What keeps the pipeline from decoding `path`, or None when it decodes."""
+    try:
+        with tf.io.gfile.GFile(path, "rb") as f:
+            head = f.read(8)
+            size = f.size()
+            f.seek(max(0, size - len(_PNG_END)))
+            tail = f.read()
+    except tf.errors.OpError as error:
+        return f"cannot be read ({_op_reason(error)})"
+    if not head.startswith(_MAGIC_BYTES):
+        return "is not a readable JPEG or PNG image"
+    if not tail.endswith(_END_MARKERS):
+        return _decode_problem(path)
+    return None
+
+
+def _decode_problem(path: str) -> str | None:
     try:
         tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
     except tf.errors.OpError as error:
-        # TF prefixes the op's message with the function that ran it: keep the message.
-        reason = re.sub(r"\{\{.*?\}\}\s*", "", error.message or type(error).__name__).strip()
-        raise DataError(
-            f"{path} is truncated or corrupt: it lacks the end-of-image marker and does not "
-            f"decode ({reason}); delete or replace it"
-        ) from None
+        return ("is truncated or corrupt: it lacks the end-of-image marker and does not "
+                f"decode ({_op_reason(error)})")
+    return None
+
+
+def _op_reason(error: tf.errors.OpError) -> str:
+    # TF prefixes the op's message with the function that ran it: keep the message.
+    return re.sub(r"\{\{.*?\}\}\s*", "", error.message or type(error).__name__).strip()
+
+
+def _bad_images_mode(data_config: ml_collections.ConfigDict) -> str:
+    """`config.data.bad_images`; 'fail' where a config predates the field."""
+    mode = data_config.get("bad_images", "fail")
+    if mode not in BAD_IMAGES:
+        raise ConfigError(
+            f"config.data.bad_images={mode!r} is not one of {', '.join(BAD_IMAGES)}"
+            f"{close_matches(str(mode), BAD_IMAGES)}"
+        )
+    return mode
+
+
+def _raise_first_bad(bad: dict[str, str], checked: int) -> None:
+    """Fail mode: names the first bad file and how many more there are."""
+    if not bad:
+        return
+    path, problem = next(iter(bad.items()))
+    more = ""
+    if len(bad) > 1:
+        more = f" ({len(bad) - 1} more of the {checked} files checked are bad too)"
+    raise DataError(
+        f"{path} {problem}{more}; delete or replace it, or set "
+        "config.data.bad_images='skip' to train without the unreadable files"
+    )
+
+
+def _skipped_files(paths: list[str], where: str) -> frozenset[str]:
+    """Skip mode: the unreadable files of a whole split listing, checked and logged
+    once per process, so the count (steps per epoch) and every later load of the
+    split drop the same files even if the folder changes in between. Keyed by a
+    digest, not the listing itself: a million paths would stay in memory."""
+    key = hashlib.sha256("\n".join(paths).encode()).hexdigest()
+    if key not in _SKIPPED:
+        bad = _check_image_files(paths)
+        if bad:
+            shown = ", ".join(list(bad)[:_SHOWN_BAD_PATHS])
+            log.warning("skipping %d of %d image files of %s that do not decode "
+                        "(config.data.bad_images='skip'): %s%s", len(bad), len(paths), where,
+                        shown, ", ..." if len(bad) > _SHOWN_BAD_PATHS else "")
+        _SKIPPED[key] = frozenset(bad)
+    return _SKIPPED[key]
+
+
+def _readable_listing(
+    data_config: ml_collections.ConfigDict, split: str
+) -> tuple[list[str], np.ndarray, int | None]:
+    """`_folder_listing` less the unreadable files in skip mode. Skip mode checks
+    the whole split on every host (all hosts must shard, and count, the same
+    listing); fail mode lists only, and `_load_folder` checks this host's shard."""
+    paths, labels, num_classes = _folder_listing(data_config, split)
+    if _bad_images_mode(data_config) != "skip":
+        return paths, labels, num_classes
+    where = f"image folder {data_config.path} split {split!r}"
+    bad = _skipped_files(paths, where)
+    keep = np.asarray([path not in bad for path in paths], bool)
+    _check_not_empty(
+        int(keep.sum()), split, f"image folder {data_config.path}",
+        f"all {len(paths)} of its image files are unreadable and "
+        "config.data.bad_images='skip' dropped them; replace them with JPEG or PNG images",
+    )
+    return [path for path, good in zip(paths, keep, strict=True) if good], labels[keep], num_classes
 
 
 def _decode_file(path: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -403,9 +549,10 @@ def _decode_file(path: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
 def _load_folder(
     data_config: ml_collections.ConfigDict, split: str, process_index: int, process_count: int
 ) -> Source:
-    paths, labels, num_classes = _folder_listing(data_config, split)
+    paths, labels, num_classes = _readable_listing(data_config, split)
     lo, hi = _shard_bounds(len(paths), process_index, process_count)
-    _check_image_files(paths[lo:hi])
+    if _bad_images_mode(data_config) == "fail":
+        _raise_first_bad(_check_image_files(paths[lo:hi]), hi - lo)
     dataset = tf.data.Dataset.from_tensor_slices((paths[lo:hi], labels[lo:hi])).map(
         _decode_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
     )
@@ -413,7 +560,9 @@ def _load_folder(
 
 
 def _count_folder(data_config: ml_collections.ConfigDict, split: str) -> int:
-    return len(_folder_listing(data_config, split)[0])
+    """A listing only in fail mode (any bad file then stops the load), the checked
+    listing in skip mode: either way the count is what the shards read."""
+    return len(_readable_listing(data_config, split)[0])
 
 
 # ---------------------------------------------------------------- TFDS

@@ -71,15 +71,48 @@ def eval_batches(config: ml_collections.ConfigDict, split: str, spec: InputSpec,
         yield images, extras["label"], extras["valid"]
 
 
+def host_batches(method: Method, params: Any, method_state: Any,
+                 config: ml_collections.ConfigDict, split: str, mesh: Mesh, *,
+                 source: sources.Source | None = None, process_index: int | None = None,
+                 process_count: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This host's shard of `split`, embedded batch by batch: features float32 [b, D]
+    and labels int32 [b] (-1 where unlabelled) of its valid rows, in the shard's order.
+
+    Nothing crosses hosts, so a host holds one batch at a time (export streams these
+    to disk); every host still runs the same number of batches, as the jitted embed
+    of the global batch needs. `source` (this host's, e.g. to read its
+    `num_classes` first) and the process index/count (to simulate hosts) are
+    passed to `pipeline.eval_iterator`."""
+    embed = _embed_fn(method, mesh)
+    for batch in pipeline.eval_iterator(config, split, batch_size=config.eval.batch_size,
+                                        size=eval_image_size(method.spec), source=source,
+                                        process_index=process_index,
+                                        process_count=process_count):
+        features = embed(params, method_state, sharding.global_batch(batch["image"], mesh))
+        valid = np.asarray(batch["valid"], bool)
+        yield host_rows(features)[valid], np.asarray(batch["label"], np.int32)[valid]
+
+
+def host_rows(array: jax.Array) -> np.ndarray:
+    """The rows of a global array, split over its first axis, that this host holds,
+    in order: for an array made by `sharding.global_batch`, what this host gave it.
+    Rows held by several of its devices (replicas over other mesh axes) count once."""
+    pieces: dict[int, Any] = {}
+    for shard in array.addressable_shards:
+        pieces.setdefault(shard.index[0].start or 0, shard.data)
+    return np.concatenate([np.asarray(pieces[start]) for start in sorted(pieces)])
+
+
 def embed_split(method: Method, params: Any, method_state: Any,
                 config: ml_collections.ConfigDict, split: str, mesh: Mesh,
                 max_examples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Features float32 [N, D] and labels int32 [N] (-1 where unlabeled) of `split`,
     or of its first batches holding `max_examples` images.
 
-    Every host gets the full arrays (hosts' shards are concatenated), so process 0
-    can write them (export) and host-side fits see every row (the linear probe).
-    The k-NN evaluator uses `embedded_batches`, which keeps the split on the devices."""
+    Every host gets the full arrays (hosts' shards are concatenated), so host-side
+    fits see every row (the linear probe). The k-NN evaluator uses
+    `embedded_batches`, which keeps the split on the devices; export uses
+    `host_batches`, which keeps each host to its own shard."""
     features, labels, _ = _gathered(method, params, method_state, config, split, mesh,
                                     max_examples, with_images=False)
     return features, labels

@@ -28,6 +28,8 @@ class BarlowTwins(TwoViewMethod):
     Logged: `invariance` Σ(1 − C_ii)² and `redundancy` λ Σ_{i≠j} C_ij² (their sum
     times loss_scale is the loss), `embedding_std`."""
 
+    batch_level_loss = "standardises its projections and their cross-correlation over the batch"
+
     def check_config(self) -> None:
         super().check_config()
         cfg = self.config

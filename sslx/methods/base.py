@@ -62,6 +62,15 @@ class Method(abc.ABC):
     # Whether the loss learns from the labels (supervised): training on a split with
     # unlabelled images is then an error, before anything compiles.
     needs_labels: bool = False
+    # Why the loss is not a mean of independent per-example terms (negatives,
+    # statistics or normalisation over the batch, state updated once per batch),
+    # completing "method 'name' ..."; None where it is. Gradient accumulation
+    # (`config.train.accumulation_steps` > 1) averages the gradients of
+    # microbatches, which equals the global batch's gradient only for None, so
+    # any other value refuses it (`sslx.config_checks`). A method opts in by
+    # setting None after checking its loss, heads included.
+    batch_level_loss: str | None = (
+        "does not declare its loss a mean of per-example terms (Method.batch_level_loss)")
 
     def __init__(self, config: ml_collections.ConfigDict, *, model: ml_collections.ConfigDict,
                  spec: InputSpec, length: TrainLength, dtype: str = "float32"):

@@ -33,6 +33,8 @@ class BYOL(EMATeacherMethod, PredictionMethod):
     """Config: `method.projector_hidden_dim`, `method.projector_dim`,
     `method.predictor_hidden_dim`, `method.base_momentum` (tau_base)."""
 
+    batch_level_loss = "normalises over the batch with the BatchNorm of its projector and predictor"
+
     def heads(self) -> dict[str, nn.Module]:
         """Projector and predictor: Dense-BN-ReLU-Dense (Sec. 3.3), no BN on the output
         and no bias on the last Dense, Haiku's Linear init (`networks.MLP` of the

@@ -128,6 +128,7 @@ class Colorization(Method):
     crop) whose side is a multiple of 4 and that is never turned grey. Metric:
     `top1` (see the module docstring)."""
 
+    batch_level_loss = None  # cross-entropy per pixel, same count per image
     inputs = ("colorization",)
 
     def check_config(self) -> None:

@@ -66,6 +66,7 @@ class DINO(Method):
     """Config: the `DEFAULTS` fields; `config.optim.frozen.last_layer = 1.0`
     keeps the head's last layer fixed during the first epoch."""
 
+    batch_level_loss = "centres the teacher's outputs by an EMA of their batch mean, once per batch"
     mask_token = False  # iBOT's student needs one
 
     def check_config(self) -> None:

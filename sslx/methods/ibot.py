@@ -65,6 +65,7 @@ class IBOT(DINO):
     `warmup_teacher_patch_temp`, `teacher_patch_temp`; `config.masks` (see
     `sslx.data.masks.mask_config`); a ViT backbone."""
 
+    batch_level_loss = "centres the teacher's outputs by EMAs of their batch means, once per batch"
     mask_token = True
     inputs = ("views", "label", "masks")
 

@@ -75,6 +75,7 @@ class Jigsaw(Method):
     of at least 3 px per grid cell); the batch holds its 9 tiles and the permutation
     index. Loss: softmax cross-entropy over the permutations; metric `top1`."""
 
+    batch_level_loss = None  # cross-entropy per puzzle; no BatchNorm in its heads
     inputs = ("jigsaw",)
 
     def check_config(self) -> None:

@@ -118,6 +118,8 @@ class MAE(Method):
     recipes: `model.vit_init='mae'`, `model.pos_embedding='sincos'`). Metrics:
     `masked_share` (the share of patches masked)."""
 
+    batch_level_loss = None  # per-patch MSE; every image masks the same number of patches
+
     def check_config(self) -> None:
         self.require_views(1)
         cfg = self.config

@@ -37,6 +37,8 @@ class MoCoV3(BYOL):
     `method.predictor_hidden_dim`, `method.predictor_output_norm`,
     `method.base_momentum` (0.99, cosine to 1)."""
 
+    batch_level_loss = "contrasts each query with the other keys of the batch (its negatives)"
+
     def check_config(self) -> None:
         super().check_config()
         if not self.config.temperature > 0:

@@ -49,6 +49,8 @@ class NNCLR(TwoViewMethod):
     first-view nearest neighbours whose stored label matches (a free diagnostic of
     how semantic the positives are; labels are never used by the loss)."""
 
+    batch_level_loss = "contrasts each view with the other views of the batch (its negatives)"
+
     def check_config(self) -> None:
         super().check_config()
         cfg = self.config

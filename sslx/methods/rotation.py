@@ -33,6 +33,7 @@ class Rotation(Method):
     head's logits: the head only knows the four rotations, and the paper's probes
     also read the backbone (its later layers, not the classifier)."""
 
+    batch_level_loss = None  # cross-entropy per rotated image
     inputs = ("rotation",)
 
     def check_config(self) -> None:

@@ -36,6 +36,7 @@ class SimCLR(TwoViewMethod):
     over the N images, twice that: the default 2.0 matches it, which matters for
     the steps of the parameters LARS does not adapt (biases, BatchNorm)."""
 
+    batch_level_loss = "contrasts each view with the other views of the batch (its negatives)"
     views_share_batch_norm = True
 
     def check_config(self) -> None:

@@ -29,6 +29,8 @@ class SimSiam(PredictionMethod):
     """Config: `method.projector_layers` (3 ImageNet, 2 CIFAR), `method.projector_hidden_dim`,
     `method.projector_dim`, `method.predictor_hidden_dim` (the 512 bottleneck)."""
 
+    batch_level_loss = "normalises over the batch with the BatchNorm of its projector and predictor"
+
     def heads(self) -> dict[str, nn.Module]:
         cfg = self.config
         return {

@@ -112,6 +112,7 @@ class Supervised(Method):
     and, when mixing, `mix_lambda`. Evaluation embeds the backbone's features,
     like every method."""
 
+    batch_level_loss = None  # cross-entropy per labelled image; mixup pairs in a microbatch
     needs_labels = True
 
     def check_config(self) -> None:

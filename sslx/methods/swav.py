@@ -80,6 +80,8 @@ class SwAV(Method):
     (0 = no queue), `method.queue_start_epoch`. Freeze the prototypes for the
     first epoch with `config.optim.frozen.prototypes = 1.0`."""
 
+    batch_level_loss = "assigns its codes by Sinkhorn-Knopp over the batch"
+
     def check_config(self) -> None:
         cfg = self.config
         crops = self.spec.num_views

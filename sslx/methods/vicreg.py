@@ -25,6 +25,8 @@ class VICReg(TwoViewMethod):
 
     Logged: the unweighted `invariance`, `variance` and `covariance` terms."""
 
+    batch_level_loss = "takes the variance and covariance of its projections over the batch"
+
     def check_config(self) -> None:
         super().check_config()
         for field in ("sim_weight", "var_weight", "cov_weight"):

@@ -52,6 +52,10 @@ def _resnet(stage_sizes: tuple[int, ...], bottleneck: bool) -> _Backbone:
                 f"config.model.drop_path={config.drop_path}: stochastic depth is implemented "
                 f"for ViT backbones only; set it to 0 for {config.name}"
             )
+        for field in ("remat", "scan"):
+            if config.get(field, False):
+                raise ConfigError(f"config.model.{field}=True is implemented for ViT backbones "
+                                  f"only; set it to False for {config.name}")
         if mask_token:
             raise ConfigError(
                 f"config.model.name={config.name!r}: masked-image methods need a ViT backbone"
@@ -87,6 +91,8 @@ def _vit(variant: Variant) -> _Backbone:
             depth=config.depth or variant.depth, num_heads=num_heads,
             pos_embedding=config.pos_embedding, drop_path=config.drop_path,
             use_mask_token=mask_token, weight_init=config.vit_init, dtype=dtype,
+            # A config saved before these fields existed reads as False.
+            remat=config.get("remat", False), scan=config.get("scan", False),
         )
 
     return _Backbone(make, lambda config: variant.hidden_dim)

@@ -18,6 +18,19 @@ Every other bias starts at 0 and LayerNorms at (1, 0).
 
 MAE's encoder sees only the patches it keeps (`keep`), and its decoder
 (`sslx.methods.mae`) works on the patch layout of `patchify`.
+
+Two ways of running the blocks, for memory and compile time on deep models:
+- `remat` (`config.model.remat`): each block under `nn.remat` (default policy:
+  nothing saved), so the backward pass recomputes a block's activations instead
+  of keeping them; the same parameters and values.
+- `scan` (`config.model.scan`): the blocks as one `nn.scan`, traced and compiled
+  once instead of `depth` times. Their parameters are then one `blocks` module
+  whose leaves have a leading `depth` axis (`blocks/fc1/kernel` [depth, D, 4D]
+  for `block{i}/fc1/kernel` [D, 4D]), so checkpoints of the two layouts do not
+  load into each other, per-block optimizer rules cannot name one block, and the
+  last block's attention cannot be sown (`sslx.config_checks` refuses those).
+  The per-block stochastic-depth rates are a scanned input; the random draws of
+  initialisation and of drop-path differ from the unscanned model's.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sslx.errors import ConfigError
 from sslx.models import inits
 from sslx.models.inits import Initializer
 
@@ -128,14 +142,20 @@ class Block(nn.Module):
     qkv_init: Initializer | None = None  # None: `kernel_init`
 
     @nn.compact
-    def __call__(self, x: jnp.ndarray, *, train: bool, sow_attention: bool = False
-                 ) -> jnp.ndarray:
+    def __call__(self, x: jnp.ndarray, *, train: bool, sow_attention: bool = False,
+                 drop_path_rate: jnp.ndarray | None = None) -> jnp.ndarray:
         """`sow_attention`: the attention weights [B, heads, T, T] go to the
-        `intermediates` collection as `attn/attention_weights` (for pictures)."""
+        `intermediates` collection as `attn/attention_weights` (for pictures).
+        `drop_path_rate`: a traced rate replacing `drop_path` (a scanned ViT's
+        per-block rates, which `nn.Dropout` cannot take)."""
         dim = x.shape[-1]
         dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=self.kernel_init)
         norm = functools.partial(nn.LayerNorm, epsilon=1e-6, dtype=self.dtype)
-        drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
+        if drop_path_rate is None:
+            drop = nn.Dropout(self.drop_path, broadcast_dims=(1, 2), deterministic=not train)
+        else:
+            drop = functools.partial(self._drop_path, rate=drop_path_rate,
+                                     deterministic=not train)
         y = norm(name="norm1")(x)
         y = nn.MultiHeadDotProductAttention(
             self.num_heads, dtype=self.dtype, kernel_init=self.qkv_init or self.kernel_init,
@@ -148,14 +168,51 @@ class Block(nn.Module):
         y = dense(dim, name="fc2")(y)
         return x + drop(y)
 
+    def _drop_path(self, y: jnp.ndarray, *, rate: jnp.ndarray, deterministic: bool
+                   ) -> jnp.ndarray:
+        """`nn.Dropout(rate, broadcast_dims=(1, 2))` for a traced `rate` < 1: each
+        sample's branch kept with probability 1 - rate and scaled by its inverse."""
+        if deterministic:
+            return y
+        keep = 1.0 - rate
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (y.shape[0], 1, 1))
+        return jnp.where(mask, y / keep.astype(y.dtype), jnp.zeros_like(y))
+
+
+def batch_sharded(x: jnp.ndarray) -> jnp.ndarray:
+    """`x` pinned to its leading (batch) axis split over every axis of the context
+    mesh (`jax.set_mesh`), as `sslx.sharding.data_sharding` splits the batch; as is
+    without one. Under FSDP this keeps the blocks batch-parallel: without it the
+    partitioner may follow the split weights and gather the activations instead."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    return jax.lax.with_sharding_constraint(x, jax.P(tuple(mesh.axis_names)))
+
+
+def _call_block(block: Block, x: jnp.ndarray, *, train: bool, sow_attention: bool
+                ) -> jnp.ndarray:
+    """One block, as a function of the module (what `nn.remat` lifts; `train` and
+    `sow_attention` bound beforehand stay Python values)."""
+    return batch_sharded(block(batch_sharded(x), train=train, sow_attention=sow_attention))
+
+
+def _scan_body(block: Block, x: jnp.ndarray, rate: jnp.ndarray, *, train: bool,
+               traced_rate: bool) -> tuple[jnp.ndarray, None]:
+    """One step of the scanned blocks: the carry is the tokens, the scanned input
+    this block's stochastic-depth rate."""
+    x = block(batch_sharded(x), train=train, drop_path_rate=rate if traced_rate else None)
+    return batch_sharded(x), None
+
 
 class ViT(nn.Module):
     """ViT for `image_size` inputs that also accepts other multiples of `patch_size`.
 
     Params: `patch_embed` (conv, so an optimizer rule can freeze it by name as
     MoCo v3 does), `cls_token`, `pos_embedding` (learned only; `sincos` is a
-    constant), `block{i}`, `norm`, and `mask_token` when `use_mask_token`
-    (iBOT; off by default so other methods carry no unused, decayed parameter).
+    constant), `block{i}` (with `scan`: `blocks`, stacked), `norm`, and
+    `mask_token` when `use_mask_token` (iBOT; off by default so other methods
+    carry no unused, decayed parameter).
     """
 
     image_size: int
@@ -169,6 +226,8 @@ class ViT(nn.Module):
     use_mask_token: bool = False
     weight_init: str = "trunc_normal"  # a key of INITS
     dtype: Any = jnp.float32
+    remat: bool = False  # each block under nn.remat
+    scan: bool = False  # the blocks as one nn.scan over stacked params (`blocks`)
 
     @property
     def feature_dim(self) -> int:
@@ -230,13 +289,38 @@ class ViT(nn.Module):
         cls = cls + cls_pos.astype(self.dtype)
         x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, self.hidden_dim)), x], axis=1)
 
-        rates = np.linspace(0.0, self.drop_path, self.depth)
-        for i, rate in enumerate(rates):
-            x = Block(self.num_heads, self.mlp_ratio, float(rate), self.dtype, init.dense,
-                      init.qkv, name=f"block{i}")(x, train=train,
-                                        sow_attention=sow_attention and i == self.depth - 1)
+        x = self._blocks(x, init, train=train, sow_attention=sow_attention)
         x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
         return (x[:, 0], x[:, 1:]) if return_tokens else x[:, 0]
+
+    def _blocks(self, x: jnp.ndarray, init: Inits, *, train: bool, sow_attention: bool
+                ) -> jnp.ndarray:
+        """The `depth` blocks, stochastic depth rising linearly to `drop_path`: one
+        module each (`block{i}`), or with `scan` one stacked `blocks` module;
+        each under `nn.remat` with `remat`."""
+        rates = np.linspace(0.0, self.drop_path, self.depth)
+        block = functools.partial(Block, self.num_heads, self.mlp_ratio, dtype=self.dtype,
+                                  kernel_init=init.dense, qkv_init=init.qkv)
+        if not self.scan:
+            for i, rate in enumerate(rates):
+                sow = sow_attention and i == self.depth - 1
+                run = functools.partial(_call_block, train=train, sow_attention=sow)
+                x = (nn.remat(run) if self.remat else run)(
+                    block(drop_path=float(rate), name=f"block{i}"), x)
+            return x
+        if sow_attention:
+            raise ConfigError("config.model.scan=True: a scanned ViT does not keep its last "
+                              "block's attention apart; set config.model.scan=False to draw it")
+        # Rate 0 everywhere: no rate is passed, so training needs no dropout rng.
+        traced = bool(self.drop_path)
+        body = functools.partial(_scan_body, train=train, traced_rate=traced)
+        if self.remat:
+            body = nn.remat(body, prevent_cse=False)  # scan already keeps CSE apart
+        scanned = nn.scan(body, variable_axes={"params": 0},
+                          split_rngs={"params": True, "dropout": True}, in_axes=0,
+                          length=self.depth)
+        x, _ = scanned(block(name="blocks"), x, jnp.asarray(rates, jnp.float32))
+        return x
 
     def _position_embedding(self) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(class-token position [1, D], patch positions [N, D]) at the native grid."""
