@@ -39,6 +39,7 @@ DEFAULT_MESH = ((DATA_AXIS, -1),)  # config.mesh: every device on `data`
 # splitting them costs more in collectives than it saves in memory.
 FSDP_MIN_SIZE = 2**16
 
+
 def make_mesh(devices: Sequence[jax.Device] | None = None,
               axes: Sequence[Sequence[Any]] = DEFAULT_MESH) -> Mesh:
     """The mesh of `axes` (`config.mesh`: (name, size) pairs, -1 = the remaining
