@@ -114,7 +114,8 @@ def test_tpu_pod_up_creates_spot_slice_and_installs(tmp_path):
                           "gs://bucket/run"], env=env, capture_output=True, text=True,
                          check=True).stdout.splitlines()
     assert out[0].startswith("gcloud compute tpus queued-resources create pod --node-id=pod")
-    assert "--spot" in out[0] and "--runtime-version=v2-alpha-tpuv6e" in out[0]
+    tpu_software = "--runtime-version=v2-alpha-tpuv6e"  # the TPU VM image the slice boots
+    assert "--spot" in out[0] and tpu_software in out[0]
     assert "--project=proj" in out[0] and "--accelerator-type=v6e-16" in out[0]
     assert out[1].startswith("gcloud compute tpus tpu-vm scp ") and "--worker=all" in out[1]
     assert "uv venv" in out[2] and "remote_install 3.11" in out[2]
