@@ -17,9 +17,11 @@ writing, and the step it ended at; process 0 (and the reference) also writes
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import pickle
+import signal
 import sys
 from unittest import mock
 
@@ -28,6 +30,8 @@ import numpy as np
 
 
 def main(spec_path: str) -> None:
+    # A hung process shows where it waits: the test sends SIGUSR1 before it kills.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     with open(spec_path) as f:
         spec = json.load(f)
     distributed = "process_id" in spec

@@ -21,6 +21,11 @@ from sslx import saved_config, train
 from sslx.data import views
 from sslx.errors import CheckpointError, ConfigError, DataError
 
+# The demo's recipe on a 2-block ViT-T/4, whose train step compiles in a few seconds
+# where the demo's ResNet-18 takes tens of seconds on a cold cache.
+SMALL_MODEL = ("--config.model.name=vit_t", "--config.model.patch_size=4",
+               "--config.model.depth=2")
+
 
 def _cli_env() -> dict[str, str]:
     """The environment of a new `sslx.main` process: one CPU device, the suite's
@@ -64,8 +69,8 @@ def test_sigterm_saves_the_step_exits_0_and_the_same_command_resumes(tmp_path):
     workdir = str(tmp_path / "run")
     args = ["--config=configs/simclr_fmnist.py", f"--workdir={workdir}",
             "--config.data.source=arrays", f"--config.data.path={npz}",
-            "--config.train.steps=100000", "--config.train.batch_size=16",
-            "--config.model.width=8", "--config.train.log_every=1",
+            "--config.train.steps=100000", "--config.train.batch_size=16", *SMALL_MODEL,
+            "--config.train.log_every=1",
             "--config.checkpoint.every_steps=100000", "--config.optim.warmup_epochs=0"]
     stderr, seconds = _terminated_after(args, workdir, step=1)
     stopped = re.search(r"preempted: the checkpoint of step (\d+) is saved", stderr)
@@ -84,8 +89,8 @@ def test_cli_trains_and_prints_knn(tmp_path):
     workdir = str(tmp_path / "run")
     result = _cli("--config=configs/simclr_fmnist.py", f"--workdir={workdir}",
                   "--config.data.source=arrays", f"--config.data.path={npz}",
-                  "--config.train.steps=2", "--config.train.batch_size=32",
-                  "--config.model.width=8", "--config.evals.knn.ks=(5,)",
+                  "--config.train.steps=2", "--config.train.batch_size=32", *SMALL_MODEL,
+                  "--config.evals.knn.ks=(5,)",
                   "--config.optim.warmup_epochs=0")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "k-NN top-1: " in result.stdout
