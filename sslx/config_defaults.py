@@ -121,6 +121,8 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         grad_clip=0.0,                     # gradient norm clip; 0 = off
         grad_clip_mode="global",           # global: one norm | per_tensor: each tensor's
         exclude_bias_and_norm=True,        # biases, norm scales: no wd, no LARS adaptation
+        exclude_from_decay=(),             # regexes of more params with no wd, no LARS
+                                           # adaptation (SimCLR's fine-tuned head)
         frozen=ml_collections.ConfigDict(),  # {regex searched in param paths: epochs frozen}
         constant_lr=(),                    # regexes of params kept at the peak lr
         lr_multipliers=ml_collections.ConfigDict(),  # {regex: factor of the lr}

@@ -3,7 +3,8 @@
 `build_optimizer` turns the config into one `optax.GradientTransformation` and
 the learning-rate schedule (for logging). The chain, outermost first:
 
-    freeze (config.optim.frozen)            zero grads/params/updates of frozen leaves
+    freeze (config.optim.frozen, and the    zero grads/params/updates of frozen leaves
+            method's `frozen_params`)
       clip (grad_clip > 0)                  the global norm, or each tensor's (grad_clip_mode)
       recipe:
         lars   add_decayed_weights -> masked(scale_by_trust_ratio) -> lr -> trace
@@ -20,11 +21,15 @@ followed, with `lr_multipliers`, by a fixed per-param factor of the lr
 Biases and normalisation scales (leaves named `bias` or `scale`, whatever their
 shape: Flax's attention biases are `(heads, head_dim)`) get no weight decay and
 no LARS adaptation with `exclude_bias_and_norm`, as the official SimCLR, BYOL,
-Barlow Twins and DINO code decides by name.
+Barlow Twins and DINO code decides by name; the params whose path matches a regex
+of `exclude_from_decay` get neither, whatever their name (SimCLR's LARSOptimizer
+`exclude_from_weight_decay=[..., 'head_supervised']`, which also leaves the
+fine-tuned classifier out of the layer adaptation).
 
 Param paths are the keys of the param tree joined by '/', e.g.
 `backbone/patch_embed/kernel` or `projector/Dense_0/bias` (see `param_paths`).
-The regexes of `frozen`, `constant_lr` and `lr_multipliers` are matched with
+The regexes of `frozen`, `constant_lr`, `lr_multipliers` and `exclude_from_decay`
+are matched with
 `re.search`: a pattern matches anywhere in the path (`last_layer`, `.*last_layer.*`
 and `^head/last_layer/` all work; anchor with ^ and $ to be exact). Dot-free
 patterns can be plain ConfigDict keys; patterns with dots need
@@ -92,12 +97,15 @@ def scaled_learning_rate(base_lr: float, lr_scaling: str, global_batch_size: int
 
 
 def build_optimizer(
-    optim_config: Any, *, global_batch_size: int, total_steps: int, steps_per_epoch: int
+    optim_config: Any, *, global_batch_size: int, total_steps: int, steps_per_epoch: int,
+    frozen_for_run: Sequence[str] = (),
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """`(optimizer, lr_schedule)` for `config.optim` (see config_defaults.py).
 
     `total_steps` is the number of optimizer steps of the run (the cosine reaches
     `min_lr` there); epochs in the config become steps via `steps_per_epoch`.
+    `frozen_for_run`: regexes of params frozen for the whole run besides
+    `config.optim.frozen` (the method's, `Method.frozen_params`).
     Raises `ConfigError` naming the field for any unusable value, before anything
     is traced or compiled."""
     c = optim_config
@@ -123,7 +131,11 @@ def build_optimizer(
         _check_unit_interval("b2", c.b2)
     else:
         _check_unit_interval("momentum", c.momentum)
-    freeze_rules = _frozen_rules(c.frozen, steps_per_epoch)
+    freeze_rules = [(pattern, _INT32_MAX)
+                    for pattern in _compile_patterns("frozen", tuple(frozen_for_run))]
+    freeze_rules += _frozen_rules(c.frozen, steps_per_epoch)  # longest first, as sorted
+    # A config saved before `exclude_from_decay` existed reads as none.
+    excluded = _compile_patterns("exclude_from_decay", c.get("exclude_from_decay", ()))
     constant_patterns = _compile_patterns("constant_lr", c.constant_lr)
     multiplier_rules = _pattern_rules("lr_multipliers", c.lr_multipliers, "a factor > 0",
                                       lambda factor: factor > 0)
@@ -133,7 +145,8 @@ def build_optimizer(
         lr_schedule = per_epoch(lr_schedule, steps_per_epoch)
     weight_decay = (cosine_ramp(c.weight_decay, c.weight_decay_end, total_steps)
                     if c.weight_decay_end >= 0 else float(c.weight_decay))
-    decay_mask = _weights_only if c.exclude_bias_and_norm else None
+    decay_mask = (_decayed_mask(c.exclude_bias_and_norm, excluded)
+                  if c.exclude_bias_and_norm or excluded else None)
     scale_by_lr = _scale_by_lr(lr_schedule, peak_lr, constant_patterns)
     if multiplier_rules:
         scale_by_lr = optax.chain(scale_by_lr, scale_by_lr_multipliers(multiplier_rules))
@@ -298,13 +311,22 @@ def clip_each_tensor(max_norm: float) -> optax.GradientTransformation:
     return optax.stateless(lambda updates, params: jax.tree.map(clip, updates))
 
 
-def _weights_only(tree: PyTree) -> PyTree:
-    """False for biases and normalisation scales (`NOT_DECAYED_NAMES`), which get no
-    weight decay and no LARS adaptation; True for every other param (kernels,
-    embeddings, class and mask tokens, a learned weight-norm scale `g`), as the
-    official code of SimCLR, BYOL, Barlow Twins and DINO groups them."""
-    return jax.tree.map(lambda path: path.rsplit("/", 1)[-1] not in NOT_DECAYED_NAMES,
-                        param_paths(tree))
+def _decayed_mask(bias_and_norm: bool, excluded: Sequence[re.Pattern]
+                  ) -> Callable[[PyTree], PyTree]:
+    """The mask of the params that get weight decay and LARS adaptation: with
+    `bias_and_norm`, False for biases and normalisation scales (`NOT_DECAYED_NAMES`),
+    as the official code of SimCLR, BYOL, Barlow Twins and DINO groups them (kernels,
+    embeddings, class and mask tokens, a learned weight-norm scale `g` stay True);
+    False for the params whose path matches a regex of `excluded`."""
+
+    def mask(tree: PyTree) -> PyTree:
+        paths = param_paths(tree)
+        _check_patterns_match("exclude_from_decay", excluded, paths)  # fails at init
+        return jax.tree.map(
+            lambda path: not ((bias_and_norm and path.rsplit("/", 1)[-1] in NOT_DECAYED_NAMES)
+                              or any(p.search(path) for p in excluded)), paths)
+
+    return mask
 
 
 def _epochs_to_steps(epochs: float, steps_per_epoch: int) -> int:

@@ -241,6 +241,25 @@ def vit_supervised(config: ml_collections.ConfigDict, model: str, *, epochs: flo
         weight_decay=0.05, exclude_bias_and_norm=True))
 
 
+def linear_protocol(config: ml_collections.ConfigDict, model: str, *, batch_size: int,
+                    epochs: float, base_lr: float) -> None:
+    """The papers' linear evaluation on ImageNet as a `supervised` run started from a
+    pretrained one (MoCo's `main_lincls.py`, DINO's `eval_linear.py`): the backbone
+    of the run `config.init.checkpoint` names, frozen in inference mode
+    (`method.frozen_backbone`), under one BN-free Dense layer drawn from N(0, 0.01^2)
+    with a zero bias; one random resized crop 0.08-1 (bilinear) and a flip; SGD
+    momentum 0.9 without weight decay, lr `base_lr` x B/256, no warmup, a cosine to
+    0 set once per epoch; the classifier's test accuracy at the end."""
+    imagenet(config, model, batch_size=batch_size, epochs=epochs)
+    config.views.global_crops = supervised_views(224)
+    config.method.update(dict(frozen_backbone=True, head_init="normal_0.01"))
+    config.init.parts = "backbone"
+    config.evals.classifier = evaluators.default_config("classifier")
+    config.optim.update(dict(
+        name="sgd", base_lr=base_lr, lr_scaling="linear", min_lr=0.0, warmup_epochs=0.0,
+        lr_per_epoch=True, weight_decay=0.0, momentum=0.9, exclude_bias_and_norm=False))
+
+
 def mae_vit(config: ml_collections.ConfigDict, model: str, *, epochs: float) -> None:
     """MAE pre-training of a ViT/16 on ImageNet (He et al. 2022, Appendix A.1; the
     official PRETRAIN.md and `main_pretrain.py`): batch 4096, AdamW lr 1.5e-4 x B/256
@@ -273,6 +292,12 @@ def layer_decay(depth: int, decay: float) -> ml_collections.ConfigDict:
 
 # ---------------------------------------------------------------- `:runlocal` overrides
 # A recipe's own CPU-sized settings, applied after `config_defaults.runlocal`.
+
+
+def linear_runlocal() -> dict:
+    """The linear protocol: Fashion-MNIST's 10 classes, the cosine per step (once per
+    epoch, it would stay at its peak for a run of one epoch)."""
+    return {"method.num_classes": 10, "optim.lr_per_epoch": False}
 
 
 def projector_runlocal() -> dict:

@@ -116,6 +116,13 @@ class Method(abc.ABC):
         The batch is the global batch: statistics over it (negatives, BatchNorm,
         centers) are global across devices and hosts by construction."""
 
+    def frozen_params(self) -> tuple[str, ...]:
+        """Regexes of param paths (`sslx.optim.param_paths`: `backbone/...`) that no
+        optimizer step may move during the whole run, whatever `config.optim` says
+        (the backbone of a linear probe). The trainer adds them to the optimizer's
+        freeze rules, so weight decay cannot move them either; none by default."""
+        return ()
+
     def project(self, params: PyTree) -> PyTree:
         """The params an optimizer update produced, put back where the method keeps
         them (SwAV's unit prototype rows); identity by default. The trainer applies

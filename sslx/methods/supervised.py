@@ -11,6 +11,16 @@ image at the mirrored position of the global batch (`x[::-1]`), CutMix instead o
 mixup with probability 0.5 when both are on, and for CutMix lambda corrected to
 the share of the image the box leaves. Targets are the smoothed one-hot labels
 mixed with the same lambda. Unlabelled images (label -1) do not count in the loss.
+
+`frozen_backbone=True` is the papers' linear protocol (MoCo's `main_lincls.py`, DINO's
+`eval_linear.py`) as a training run: the backbone runs in inference mode (BatchNorm
+normalises with its running statistics and keeps them, no drop-path) and its features
+are cut from the gradient, so only the head learns and no backward pass runs through
+the backbone. The backbone's params are also frozen in the optimizer for the whole
+run (`frozen_params`), so weight decay, whatever its setting, cannot move them either:
+params and statistics stay bit-identical to those the run started from
+(`config.init.checkpoint`). Mixup and CutMix still mix the images the frozen backbone
+sees, as for a fine-tuned one; the papers' protocol uses neither.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ DEFAULTS = dict(
     mixup_alpha=0.0,     # 0: no mixup
     cutmix_alpha=0.0,    # 0: no CutMix
     head_init="torch",   # the classifier's init, a key of inits.LINEAR_INITS
+    frozen_backbone=False,  # True: the linear protocol, only the head learns (see above)
 )
 # timm's Mixup(switch_prob=0.5): CutMix rather than mixup for half the batches.
 CUTMIX_PROB_WHEN_BOTH = 0.5
@@ -42,16 +53,21 @@ class Classifier(nn.Module):
     """backbone -> one Dense layer `head` to the class logits.
 
     Returns `{'features': h, 'logits': y}`; `features_only=True` stops after the
-    backbone (what evaluation and export embed)."""
+    backbone (what evaluation and export embed). With `frozen_backbone` the backbone
+    always runs in inference mode and its features carry no gradient."""
 
     backbone: nn.Module
     num_classes: int
     head_init: str = "torch"
+    frozen_backbone: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool,
                  features_only: bool = False) -> dict[str, jax.Array]:
-        outputs = {"features": self.backbone(x, train=train)}
+        features = self.backbone(x, train=train and not self.frozen_backbone)
+        if self.frozen_backbone:
+            features = jax.lax.stop_gradient(features)
+        outputs = {"features": features}
         if not features_only:
             outputs["logits"] = heads.MLPHead(
                 hidden_dim=0, out_dim=self.num_classes, num_layers=1,
@@ -106,11 +122,11 @@ def mix_batch(images: jax.Array, targets: jax.Array, rng: jax.Array, *, mixup_al
 @register("supervised", defaults=DEFAULTS)
 class Supervised(Method):
     """Config: `method.num_classes`, `method.label_smoothing`, `method.mixup_alpha`,
-    `method.cutmix_alpha`, `method.head_init`. One view (`config.views` with one
-    crop). Metrics: `top1` on the training batch (a mixed image counts as the
-    image it was mixed into), `labelled` (the share of the batch that counts)
-    and, when mixing, `mix_lambda`. Evaluation embeds the backbone's features,
-    like every method."""
+    `method.cutmix_alpha`, `method.head_init`, `method.frozen_backbone`. One view
+    (`config.views` with one crop). Metrics: `top1` on the training batch (a mixed
+    image counts as the image it was mixed into), `labelled` (the share of the batch
+    that counts) and, when mixing, `mix_lambda`. Evaluation embeds the backbone's
+    features, like every method."""
 
     batch_level_loss = None  # cross-entropy per labelled image; mixup pairs in a microbatch
     needs_labels = True
@@ -127,9 +143,23 @@ class Supervised(Method):
         for field in ("mixup_alpha", "cutmix_alpha"):
             if not cfg[field] >= 0:
                 raise ConfigError(f"config.method.{field}={cfg[field]} must be >= 0 (0: off)")
+        if not isinstance(cfg.frozen_backbone, bool):
+            raise ConfigError(f"config.method.frozen_backbone={cfg.frozen_backbone!r} must be "
+                              "True (the linear protocol) or False")
+        if cfg.frozen_backbone and self.model.drop_path:
+            raise ConfigError(
+                f"config.method.frozen_backbone=True runs the backbone in inference mode, "
+                f"which drops no path, but config.model.drop_path={self.model.drop_path}: "
+                "set config.model.drop_path=0 for the linear protocol, or "
+                "config.method.frozen_backbone=False to fine-tune with drop-path")
 
     def network(self) -> nn.Module:
-        return Classifier(self.backbone(), self.config.num_classes, self.config.head_init)
+        return Classifier(self.backbone(), self.config.num_classes, self.config.head_init,
+                          self.config.frozen_backbone)
+
+    def frozen_params(self) -> tuple[str, ...]:
+        """The whole backbone with `frozen_backbone`: the optimizer never moves it."""
+        return ("^backbone/",) if self.config.frozen_backbone else ()
 
     def classify(self, params: PyTree, state: PyTree, images: jax.Array) -> jax.Array:
         """The class logits [N, num_classes] of images [N, H, W, 3], in eval mode (the

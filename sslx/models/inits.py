@@ -76,8 +76,11 @@ LINEAR_INITS = {
     # Haiku's hk.Linear default (BYOL): N(0, 1/fan_in) cut at +-2 std, not rescaled.
     "haiku": LinearInit(nn.initializers.variance_scaling(
         0.87962566103423978 ** 2, "fan_in", "truncated_normal"), zero_bias),
-    # SimCLR's tf2 LinearLayer: RandomNormal(stddev=0.01).
+    # SimCLR's tf2 LinearLayer: RandomNormal(stddev=0.01); the linear classifier of
+    # MoCo's `main_lincls.py` and DINO's `eval_linear.py`: normal_(std=0.01), zero bias.
     "normal_0.01": LinearInit(nn.initializers.normal(0.01), zero_bias),
+    # SimCLR's `--zero_init_logits_layer`: the fine-tuned classifier starts at zero.
+    "zeros": LinearInit(nn.initializers.zeros, zero_bias),
     # timm's `_init_weights` (the DINO and iBOT heads).
     "trunc_normal": LinearInit(torch_trunc_normal, zero_bias),
 }
