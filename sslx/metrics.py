@@ -130,21 +130,29 @@ def _format(value: float) -> str:
 
 class Throughput:
     """Images/s and seconds/step between two log points, excluding compile time
-    (the first interval starts after the first step)."""
+    (the first interval starts after the first step), and `input_wait`: the share
+    of that time the loop spent waiting for the input pipeline's next batch (near
+    0 when the step is the bottleneck, near 1 when the input starves it)."""
 
     def __init__(self, batch_size: int):
         self.batch_size = batch_size
         self._time = None
         self._step = 0
+        self._waited = 0.0
 
     def start(self, step: int) -> None:
-        self._time, self._step = time.perf_counter(), step
+        self._time, self._step, self._waited = time.perf_counter(), step, 0.0
+
+    def waited(self, seconds: float) -> None:
+        """Counts `seconds` spent blocked on the next batch."""
+        self._waited += seconds
 
     def measure(self, step: int) -> dict[str, float]:
         now = time.perf_counter()
         steps = step - self._step
         if self._time is None or steps <= 0:
             return {}
-        elapsed = now - self._time
-        self._time, self._step = now, step
-        return {"images_per_sec": steps * self.batch_size / elapsed, "step_time": elapsed / steps}
+        elapsed, waited = now - self._time, self._waited
+        self._time, self._step, self._waited = now, step, 0.0
+        return {"images_per_sec": steps * self.batch_size / elapsed, "step_time": elapsed / steps,
+                "input_wait": waited / elapsed}

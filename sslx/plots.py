@@ -139,7 +139,7 @@ def training_curves(records: Sequence[dict], path: str, title: str) -> str:
 
 
 # Throughput and timing figures of the log; not what the curves are for.
-_NOT_CURVES = {"step", "images_per_sec", "step_time", "grad_norm"}
+_NOT_CURVES = {"step", "images_per_sec", "step_time", "input_wait", "grad_norm"}
 
 
 def curve_names(records: Sequence[dict]) -> list[str]:

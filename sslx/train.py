@@ -162,7 +162,8 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
     method.check_config()
     optimizer, lr_schedule = optim.build_optimizer(
         config.optim, global_batch_size=config.train.batch_size,
-        total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch)
+        total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
+        frozen_for_run=method.frozen_params())
     probe = online_probe.build(config, models.feature_dim(config.model))
     shapes = jax.eval_shape(functools.partial(_fresh_state, config, spec, method, optimizer,
                                               probe))
@@ -328,7 +329,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     with PreemptionNotice() as notice:
         try:
             for step in range(start_step + 1, total_steps + 1):
+                waiting = time.perf_counter()
                 batch = next(batches)
+                throughput.waited(time.perf_counter() - waiting)
                 if step == start_step + 1:
                     _check_labelled(run, batch)
                 with jax.set_mesh(run.mesh):  # models pin activations to the batch split

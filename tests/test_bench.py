@@ -29,3 +29,10 @@ def test_checkpoint_save_bench():
     result = _bench("checkpoint_save.py", "--config=configs/simclr_fmnist.py",
                     "--config.model.width=8", "--repeats=1")
     assert result["params"] > 0 and result["saves"][0]["bytes"] > 0
+
+
+def test_e2e_bench():
+    result = _bench("e2e.py", "--config=configs/simclr_fmnist.py", "--steps=4", "--log_every=2",
+                    "--config.model.name=vit_t", "--config.model.patch_size=4",
+                    "--config.model.depth=2", "--config.train.batch_size=16")
+    assert result["timed_steps"] == 3 and 0 <= result["input_wait"] <= 1

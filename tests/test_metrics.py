@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from unittest import mock
 
 import jax
 import pytest
@@ -50,3 +51,16 @@ def test_unwritable_workdir_is_one_clear_error(tmp_path):
     blocker.write_text("")
     with pytest.raises(SslxError, match=r"a_file/run.*--workdir"):
         metrics.MetricWriter(str(blocker / "run"))
+
+
+def test_throughput_counts_images_per_second_and_the_share_spent_waiting_for_input():
+    clock = iter([100.0, 110.0, 114.0])  # start, first log point, second log point
+    with mock.patch.object(metrics.time, "perf_counter", lambda: next(clock)):
+        throughput = metrics.Throughput(batch_size=8)
+        throughput.start(step=1)
+        throughput.waited(2.5)
+        throughput.waited(0.5)
+        first = throughput.measure(step=6)  # 5 steps in 10 s, 3 s of them waiting
+        second = throughput.measure(step=8)  # 2 steps in 4 s, no wait
+    assert first == pytest.approx({"images_per_sec": 4.0, "step_time": 2.0, "input_wait": 0.3})
+    assert second == pytest.approx({"images_per_sec": 4.0, "step_time": 2.0, "input_wait": 0.0})

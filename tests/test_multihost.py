@@ -42,7 +42,7 @@ STEPS = 3
 BATCH = 16  # helpers.tiny_overrides' global batch
 TIMEOUT_S = 300  # per group of processes started together
 # Metrics that measure the machine, not the training.
-TIMINGS = ("images_per_sec", "step_time")
+TIMINGS = ("images_per_sec", "step_time", "input_wait")
 
 
 def _indexed_npz(path: str) -> str:
