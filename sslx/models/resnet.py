@@ -16,6 +16,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from sslx.models import cpu_conv
+
 STEMS = ("imagenet", "cifar")
 
 # He-normal with fan_out, as torchvision initialises ResNet convolutions.
@@ -37,7 +39,8 @@ class ResidualBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
         conv = functools.partial(
-            nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init
+            nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=conv_init,
+            conv_general_dilated=cpu_conv.for_backend(),
         )
         norm = functools.partial(
             nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5,
@@ -94,7 +97,7 @@ class ResNet(nn.Module):
         kernel, stride = (7, 2) if imagenet else (3, 1)
         x = nn.Conv(self.width, (kernel, kernel), (stride, stride), padding=kernel // 2,
                     use_bias=False, dtype=self.dtype, kernel_init=conv_init,
-                    name="stem_conv")(x)
+                    conv_general_dilated=cpu_conv.for_backend(), name="stem_conv")(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, name="stem_bn")(x)
         x = nn.relu(x)
