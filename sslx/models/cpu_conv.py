@@ -24,6 +24,10 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
+# Where the tap products beat XLA's filter gradient (bench/README.md): at least 64
+# channels in and out. Narrower layers (the demo's width-8 ResNet) keep XLA's, which
+# is up to 3 times faster there.
+MIN_CHANNELS = 64
 _CHUNKS = 4  # batch chunks of each tap's product, summed at the end (4 was fastest of 4, 8, 16)
 
 
@@ -40,7 +44,8 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          batch_group_count: int = 1, precision=None,
                          preferred_element_type=None) -> jax.Array:
     """`lax.conv_general_dilated`'s signature. NHWC/HWIO 2-D convolutions without
-    dilation or groups take `_conv`; anything else is `lax.conv_general_dilated`."""
+    dilation or groups, wide enough for the tap products to pay (`_taps_pay`), take
+    `_conv`; anything else is `lax.conv_general_dilated`."""
     plain = (lhs.ndim == 4 and feature_group_count == 1 and batch_group_count == 1
              and preferred_element_type is None
              and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
@@ -51,13 +56,18 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
         pads = (lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
                 if isinstance(padding, str) else padding)
         pads = tuple((int(low), int(high)) for low, high in pads)
-        if all(p >= 0 for pair in pads for p in pair):
+        if all(p >= 0 for pair in pads for p in pair) and _taps_pay(rhs.shape):
             return _conv(lhs, rhs, strides, pads, precision)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
         dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
         batch_group_count=batch_group_count, precision=precision,
         preferred_element_type=preferred_element_type)
+
+
+def _taps_pay(rhs_shape: Sequence[int]) -> bool:
+    """Whether the tap products are the faster filter gradient for this kernel."""
+    return min(rhs_shape[2], rhs_shape[3]) >= MIN_CHANNELS
 
 
 def _lax_conv(x, w, strides, pads, precision):
