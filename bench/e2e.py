@@ -57,6 +57,14 @@ def summarise(records: list[dict], batch_size: int) -> dict[str, float]:
             "input_wait": waited / seconds}
 
 
+def readable(result: dict) -> str:
+    """The human-readable line after the JSON one."""
+    return (f"{result['config']} {result['model']} batch {result['batch_size']}: "
+            f"{result['images_per_s']:.1f} images/s end to end, {result['input_wait']:.1%} "
+            f"of the time waiting for input ({result['timed_steps']} timed steps, "
+            f"{result['wall_s']:.0f} s wall with compile)")
+
+
 def main(argv: list[str]) -> None:
     del argv
     if _CONFIG.value is None:
@@ -83,10 +91,7 @@ def main(argv: list[str]) -> None:
               **summarise(records, config.train.batch_size),
               "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     print(json.dumps(result))
-    print(f"{result['config']} {result['model']} batch {result['batch_size']}: "
-          f"{result['images_per_s']:.1f} images/s end to end, "
-          f"{result['input_wait']:.1%} of the time waiting for input "
-          f"({result['timed_steps']} timed steps, {wall:.0f} s wall with compile)")
+    print(readable(result))
 
 
 if __name__ == "__main__":
