@@ -53,15 +53,15 @@ def summarise(records: list[dict], batch_size: int) -> dict[str, float]:
             waited += interval * record["input_wait"]
     if not seconds:
         raise SystemExit("e2e.py: no timed interval; raise --steps above --log_every")
-    return {"timed_steps": steps, "timed_s": seconds, "images_per_s": steps * batch_size / seconds,
-            "input_wait": waited / seconds}
+    return {"measured_steps": steps, "measured_s": seconds,
+            "images_per_s": steps * batch_size / seconds, "input_wait": waited / seconds}
 
 
 def readable(result: dict) -> str:
     """The human-readable line after the JSON one."""
     return (f"{result['config']} {result['model']} batch {result['batch_size']}: "
             f"{result['images_per_s']:.1f} images/s end to end, {result['input_wait']:.1%} "
-            f"of the time waiting for input ({result['timed_steps']} timed steps, "
+            f"of the time waiting for input ({result['measured_steps']} measured steps, "
             f"{result['wall_s']:.0f} s wall with compile)")
 
 

@@ -47,9 +47,9 @@ def test_resume_equals_uninterrupted(npz, tmp_path):
     # Speed from the second step on (the first compiles): images/s and the share of
     # the time spent waiting for input.
     with open(tmp_path / "straight" / "metrics.jsonl") as f:
-        timed = [line for line in map(json.loads, f) if "input_wait" in line]
-    assert [line["step"] for line in timed] == [2, 3]
-    assert all(0 <= line["input_wait"] <= 1 and line["images_per_sec"] > 0 for line in timed)
+        speed = [line for line in map(json.loads, f) if "input_wait" in line]
+    assert [line["step"] for line in speed] == [2, 3]
+    assert all(0 <= line["input_wait"] <= 1 and line["images_per_sec"] > 0 for line in speed)
 
     with preempted_after(2):
         assert train.train_and_evaluate(config, str(tmp_path / "resumed")) == {
