@@ -19,6 +19,7 @@ setup(
         "ml-collections>=1.0",
         "absl-py>=1.0",  # flags and logging of the command line
         "einops>=0.8",
+        "dm-pix>=0.4",  # device augmentation (data.augment_on=device): hue, luma, flips
         "scikit-learn>=1.4",  # import sklearn: the linear probe's L-BFGS, t-SNE
         "matplotlib>=3.8",  # the pictures evaluator's PNGs
         "numpy",

@@ -83,6 +83,9 @@ def base_config(method: str = "simclr") -> ml_collections.ConfigDict:
         threads=0,                         # tf.data private threadpool; 0 = cores // 2
         bad_images="fail",                 # folder files that do not decode: fail (name the
                                            # first, before training) | skip (drop, warn)
+        augment_on="host",                 # host: tf.data makes the views | device: the
+                                           # host crops (uint8), the train step does the
+                                           # rest (sslx.data.device_augment)
     ))
     # View groups, ordered by descending size then name: views[0] is the
     # first crop of the largest group (the "global" crops of DINO/SwAV).

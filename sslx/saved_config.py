@@ -46,14 +46,18 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 def from_dict(values: dict[str, Any]) -> ml_collections.ConfigDict:
     """A locked ConfigDict equal to the one that was saved: JSON lists become the
     tuples the schema uses, and view groups get their per-crop fields back. Fields
-    its method registered since the run was saved (`supervised`'s `frozen_backbone`)
-    read as their defaults, as `save` accepts them, so the method still builds."""
+    added to the schema's sections or to the method since the run was saved
+    (`data.augment_on`, `supervised`'s `frozen_backbone`) read as their defaults, as
+    `save` accepts them, so the run still builds. The open maps (`views`, `evals`)
+    are taken as saved."""
     from sslx import methods  # here: methods import jax
 
     values = dict(values)
     name = values.get("method", {}).get("name")
     if name in methods.names():  # an unknown name fails where the method is built
-        values["method"] = {**methods.default_config(name).to_dict(), **values["method"]}
+        for section, fields in base_config(method=name).to_dict().items():
+            if section not in ("views", "evals") and isinstance(values.get(section), dict):
+                values[section] = {**fields, **values[section]}
     config = ml_collections.ConfigDict(_tuples(values))
     for name, group in values.get("views", {}).items():
         config.views[name] = view_group(**_tuples(group))

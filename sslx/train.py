@@ -41,6 +41,7 @@ from sslx import (
 )
 from sslx.checkpoint import Checkpointer, checkpoint_directory, describe
 from sslx.data import pipeline
+from sslx.data.device_augment import finish_batch
 from sslx.data.spec import InputSpec, input_spec
 from sslx.errors import CheckpointError, ConfigError, DataError
 from sslx.evaluators import Evaluator
@@ -141,8 +142,10 @@ def _fresh_state(config: ml_collections.ConfigDict, spec: InputSpec, method: Met
                  probe: OnlineProbe | None) -> TrainState:
     """The state at step 0, from the method's init on an example batch of its inputs."""
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    batch = pipeline.example_batch(spec, _INIT_BATCH, inputs=method.inputs)
-    params, method_state = method.init(init_rng, jax.tree.map(jnp.asarray, batch))
+    batch = finish_batch(jax.tree.map(jnp.asarray, pipeline.example_batch(
+        spec, _INIT_BATCH, inputs=method.inputs)), init_rng, spec.crops, config.data.mean,
+        config.data.std)
+    params, method_state = method.init(init_rng, batch)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), method_state=method_state,
                       rng=train_rng, probe=probe.init() if probe else None)
@@ -160,6 +163,10 @@ def prepare(config: ml_collections.ConfigDict, workdir: str,
     length = length or _train_length(config)
     method = methods.build(config, length, spec)
     method.check_config()
+    if spec.augment_on == "device" and "views" not in method.inputs:
+        raise ConfigError(f"config.data.augment_on='device' augments the 'views' input, which "
+                          f"{config.method.name} does not read (it reads "
+                          f"{', '.join(method.inputs)}): set config.data.augment_on='host'")
     optimizer, lr_schedule = optim.build_optimizer(
         config.optim, global_batch_size=config.train.batch_size,
         total_steps=length.total_steps, steps_per_epoch=length.steps_per_epoch,
@@ -201,6 +208,8 @@ def make_train_step(run: Run):
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
+        batch = finish_batch(batch, rng, run.spec.crops, run.config.data.mean,
+                             run.config.data.std)
         (loss, (method_state, metrics)), grads = grad_fn(
             state.params, state.method_state, batch, rng, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

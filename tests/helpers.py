@@ -24,6 +24,7 @@ from absl import flags
 from sslx import config_defaults, main, methods, sharding, train
 from sslx.config_defaults import FASHION_MNIST_IDX_DIR
 from sslx.data import pipeline, sources
+from sslx.data.device_augment import finish_batch
 from sslx.data.spec import input_spec
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -153,6 +154,8 @@ def synthetic_batch(config, seed: int = 0) -> dict:
     def fill(leaf: np.ndarray) -> np.ndarray:
         if leaf.dtype == np.bool_:
             return rng.random(leaf.shape) < 0.3
+        if leaf.dtype == np.uint8:  # the crops of device augmentation
+            return rng.integers(0, 256, leaf.shape, dtype=np.uint8)
         if np.issubdtype(leaf.dtype, np.integer):
             return (np.arange(leaf.size) % 10).reshape(leaf.shape).astype(leaf.dtype)
         return rng.normal(size=leaf.shape).astype(leaf.dtype)
@@ -214,8 +217,10 @@ def trainer_steps(config, workdir: str, devices, steps: int = 2) -> StepsResult:
     init = jax.device_get(state)
     batch = sharding.global_batch(synthetic_batch(config), run.mesh)
     rng = jax.random.fold_in(state.rng, state.step)
+    # The batch the method sees: with device augmentation, the step's views.
+    seen = finish_batch(batch, rng, run.spec.crops, config.data.mean, config.data.std)
     grad_fn = jax.jit(jax.grad(lambda p, s, b, r, t: method.loss(p, s, b, r, t)[0]))
-    grads = jax.device_get(grad_fn(state.params, state.method_state, batch, rng, state.step))
+    grads = jax.device_get(grad_fn(state.params, state.method_state, seen, rng, state.step))
     step, metrics = train.make_train_step(run), []
     for _ in range(steps):
         state, step_metrics = step(state, batch)
@@ -299,6 +304,12 @@ def assert_sharded_step_matches(config, tmp_path) -> StepsResult:
         f"the tests need {NUM_DEVICES} CPU devices (tests/conftest.py), jax has {devices}")
     one = reference_steps(config, str(tmp_path / "one"), devices[:1])
     eight = trainer_steps(config, str(tmp_path / "eight"), devices)
+    assert_same_steps(eight, one)
+    return one
+
+
+def assert_same_steps(eight: StepsResult, one: StepsResult) -> None:
+    """The comparisons of `assert_sharded_step_matches`, of any two step records."""
     assert_tree_close(eight.init, one.init, "initial state", rtol=1e-6)
     assert_tree_close(eight.grads, one.grads, "gradient", rtol=1e-3)
     for step, (got, want) in enumerate(zip(eight.metrics, one.metrics, strict=True)):
@@ -309,7 +320,6 @@ def assert_sharded_step_matches(config, tmp_path) -> StepsResult:
                                        err_msg=f"{name} of step {step + 1}")
     assert int(eight.final.step) == int(one.final.step) == len(one.metrics)
     _assert_same_changes(eight.final, eight.init, one)
-    return one
 
 
 def logged_steps(workdir: str) -> list[int]:

@@ -37,6 +37,7 @@ RESIZE_METHODS = ("bilinear", "bicubic")  # PIL's, which torchvision's crops use
 # or the Gaussian out to 3 sigma whatever the image (PIL's ImageFilter.GaussianBlur,
 # which the PyTorch code of DINO, iBOT, MoCo v3, SimSiam, Barlow Twins and VICReg use).
 BLUR_KERNELS = ("tenth_of_side", "three_sigma")
+SOLARIZE_THRESHOLD = 0.5  # BYOL's: pixels at or above it are inverted
 
 
 def resize(image: tf.Tensor, height: tf.Tensor | int, width: tf.Tensor | int,
@@ -236,8 +237,8 @@ def gaussian_blur(
 
 
 def solarize(
-    image: tf.Tensor, seed: tf.Tensor, prob: float = 0.2, threshold: float = 0.5
-) -> tf.Tensor:
+    image: tf.Tensor, seed: tf.Tensor, prob: float = 0.2,
+    threshold: float = SOLARIZE_THRESHOLD) -> tf.Tensor:
     """Pixels at or above `threshold` inverted, with probability `prob` (BYOL)."""
     return _maybe(lambda x: tf.where(x < threshold, x, 1.0 - x), image, seed, prob)
 
@@ -434,3 +435,11 @@ def augment_view(
     for op, op_seed in zip(OPS.values(), seeds, strict=True):
         x = op.apply(x, op_seed, spec)
     return normalize(tf.clip_by_value(x, 0.0, 1.0), mean, std)
+
+
+def crop_view(image: tf.Tensor, seed: tf.Tensor, spec: ViewSpec) -> tf.Tensor:
+    """The crop `augment_view` would make of `image` from `seed`, alone, in uint8
+    [size, size, 3]: the host's part of device augmentation
+    (`sslx.data.device_augment`), which does the ops after it."""
+    crop = OPS["crop"].apply(image, tf.random.split(seed, len(OPS))[0], spec)
+    return tf.cast(tf.round(tf.clip_by_value(crop, 0.0, 1.0) * 255.0), tf.uint8)

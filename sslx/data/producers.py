@@ -32,7 +32,7 @@ import ml_collections
 import tensorflow as tf
 
 from sslx.data.masks import MaskLayout, make_masks
-from sslx.data.views import make_views
+from sslx.data.views import make_crops, make_views
 from sslx.errors import ConfigError, close_matches
 
 if TYPE_CHECKING:
@@ -109,11 +109,19 @@ def produce(inputs: Sequence[str], example: Example, seed: tf.Tensor, spec: Inpu
     return out
 
 
-@producer("views", stream=None, outputs=lambda spec: {"views": tuple(
-    tf.TensorSpec([crop.size, crop.size, 3], tf.float32) for crop in spec.crops)})
+def _views_outputs(spec: InputSpec) -> dict[str, Any]:
+    dtype = tf.uint8 if spec.augment_on == "device" else tf.float32
+    return {"views": tuple(tf.TensorSpec([crop.size, crop.size, 3], dtype)
+                           for crop in spec.crops)}
+
+
+@producer("views", stream=None, outputs=_views_outputs)
 def _views(example: Example, seed: tf.Tensor, spec: InputSpec,
            config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """`{'views': (float32 [size, size, 3] per crop of `spec.crops`)}`, normalised."""
+    """`{'views': (float32 [size, size, 3] per crop of `spec.crops`)}`, normalised;
+    with device augmentation, the uint8 crops the train step augments."""
+    if spec.augment_on == "device":
+        return {"views": make_crops(example["image"], seed, spec.crops)}
     return {"views": make_views(example["image"], seed, spec.crops, tuple(config.data.mean),
                                 tuple(config.data.std))}
 

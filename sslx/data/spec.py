@@ -13,8 +13,10 @@ import dataclasses
 import ml_collections
 
 from sslx.data.augment import ViewSpec
+from sslx.data.device_augment import AUGMENT_ON, after_crop
 from sslx.data.masks import MaskLayout, mask_layout
 from sslx.data.views import view_specs
+from sslx.errors import ConfigError, close_matches
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,7 +27,10 @@ class InputSpec:
     `image_size`: the side of the largest crop, a ViT's native resolution;
     `eval_size`: the side images are embedded at for evaluation and export;
     `masks`: the mask layout when the config asks for masks, else None;
-    `batch_size`: the global batch size (queues must hold at least one batch)."""
+    `batch_size`: the global batch size (queues must hold at least one batch);
+    `augment_on`: "host" (views arrive augmented, float32) or "device" (views
+    arrive cropped, uint8, and the train step augments them:
+    `sslx.data.device_augment`)."""
 
     crops: tuple[ViewSpec, ...]
     global_count: int
@@ -33,6 +38,7 @@ class InputSpec:
     eval_size: int
     masks: MaskLayout | None
     batch_size: int
+    augment_on: str = "host"
 
     @property
     def num_views(self) -> int:
@@ -44,6 +50,12 @@ def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
     crops = view_specs(config.views)
     size = crops[0].size
     global_count = sum(crop.group == crops[0].group for crop in crops)
+    augment_on = config.data.augment_on
+    if augment_on not in AUGMENT_ON:
+        raise ConfigError(f"config.data.augment_on={augment_on!r} is not one of "
+                          f"{', '.join(AUGMENT_ON)}{close_matches(str(augment_on), AUGMENT_ON)}")
+    if augment_on == "device":
+        after_crop()  # every op after the crop has a device twin
     masks = None
     if "masks" in config:
         masks = mask_layout(config.masks, size=size, count=global_count,
@@ -55,4 +67,5 @@ def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
         eval_size=size,
         masks=masks,
         batch_size=config.train.batch_size,
+        augment_on=augment_on,
     )

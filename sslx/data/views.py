@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import ml_collections
 import tensorflow as tf
 
-from sslx.data.augment import FIELDS, ViewSpec, augment_view
+from sslx.data.augment import FIELDS, ViewSpec, augment_view, crop_view
 from sslx.errors import ConfigError, close_matches
 
 # The fields of a view group: its crops' count and size, and every op's fields.
@@ -44,6 +44,14 @@ def make_views(
     return tuple(
         augment_view(image, s, spec, mean, std) for s, spec in zip(seeds, specs, strict=True)
     )
+
+
+def make_crops(image: tf.Tensor, seed: tf.Tensor,
+               specs: Sequence[ViewSpec]) -> tuple[tf.Tensor, ...]:
+    """The crops of `make_views` from the same seeds, cropped only, in uint8: the
+    rest of each view's ops run in the train step (`config.data.augment_on='device'`)."""
+    seeds = tf.unstack(tf.random.split(seed, len(specs)))
+    return tuple(crop_view(image, s, spec) for s, spec in zip(seeds, specs, strict=True))
 
 
 def _group_specs(name: str, group: ml_collections.ConfigDict) -> list[ViewSpec]:
