@@ -13,7 +13,7 @@ import tensorflow_datasets as tfds
 from sklearn.datasets import load_sample_images
 
 from sslx import config_defaults
-from sslx.data import sources
+from sslx.data import augment, sources
 from sslx.errors import DataError
 
 FASHION_MNIST = config_defaults.FASHION_MNIST_IDX_DIR
@@ -338,6 +338,14 @@ def test_tfds_mocked(tfds_dir):
         elements = _elements(source)
         assert len(elements) == 6 and elements[0]["image"].shape == (28, 28, 3)
         assert all(0 <= e["label"] < 10 for e in elements)
+        # Not cached: the encoded PNGs, which decode to the same RGB pixels.
+        uncached = _data_config("tfds", tfds_dir, name="mnist", cache=False)
+        files = _elements(sources.load_split(uncached, "test", process_index=0,
+                                             process_count=1))
+        for encoded, decoded in zip(files, elements, strict=True):
+            np.testing.assert_array_equal(augment.decode(tf.constant(encoded["image"])),
+                                          decoded["image"])
+            assert encoded["label"] == decoded["label"]
         shards = [sources.load_split(config, "train", process_index=i, process_count=4)
                   for i in range(4)]
         assert [s.num_local for s in shards] == [3, 3, 2, 2]
@@ -354,3 +362,50 @@ def test_tfds_not_prepared(tmp_path):
 def test_unknown_source():
     with pytest.raises(DataError, match=r"unknown data source 'folders'.*did you mean: folder"):
         sources.num_examples(_data_config("folders", "/tmp"), "train")
+
+
+def test_uncached_folder_yields_files_whose_crops_are_the_decoded_images_crops(folder):
+    """Not cached, a folder yields each file's bytes: `decode` gives the cached
+    pixels, and a random crop of the bytes (a JPEG decoded inside the crop's box
+    only) is the crop of those pixels, up to the JPEG's chroma upsampling at the
+    box's edges."""
+    pixels = _elements(sources.load_split(_data_config("folder", folder), "train",
+                                          process_index=0, process_count=1))
+    source = sources.load_split(_data_config("folder", folder, cache=False), "train",
+                                process_index=0, process_count=1)
+    assert source.dataset.element_spec["image"] == sources.ENCODED_IMAGE
+    files = _elements(source)
+    assert [e["label"] for e in files] == [e["label"] for e in pixels]
+    for encoded, decoded in zip(files, pixels, strict=True):
+        encoded["image"] = tf.constant(encoded["image"])
+        np.testing.assert_array_equal(augment.decode(encoded["image"]), decoded["image"])
+        for i in range(4):
+            seed = tf.constant([i, 5], tf.int64)
+            np.testing.assert_allclose(
+                augment.random_resized_crop(encoded["image"], seed, 12, scale=(0.2, 1.0)),
+                augment.random_resized_crop(decoded["image"], seed, 12, scale=(0.2, 1.0)),
+                atol=2 / 255)
+
+
+def test_pipelines_read_an_uncached_folder_as_they_read_a_cached_one(folder):
+    """The training views (crops of the files' bytes) and the evaluation images
+    (decoded whole) of an uncached folder are those of the cached one."""
+    from sslx.data import pipeline
+    from sslx.data.spec import input_spec
+
+    config = config_defaults.base_config()
+    config.data = _data_config("folder", folder, image_size=20)
+    config.views.global_crops.size = 12
+    config.train.batch_size = 4
+    batches = {}
+    for cache in (True, False):
+        config.data.cache = cache
+        train = next(pipeline.train_iterator(config, input_spec(config), inputs=("views", "label")))
+        evaluation = next(pipeline.eval_iterator(config, "train", batch_size=8, size=16))
+        batches[cache] = train, evaluation
+    (train, evaluation), (uncached_train, uncached_eval) = batches[True], batches[False]
+    np.testing.assert_array_equal(uncached_train["label"], train["label"])
+    for got, want in zip(uncached_train["views"], train["views"], strict=True):
+        np.testing.assert_allclose(got, want, atol=2 / 255 / min(config.data.std))
+    for key in evaluation:
+        np.testing.assert_array_equal(uncached_eval[key], evaluation[key])

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 import tensorflow as tf
 
-from sslx.data.augment import augment_view, normalize, resize
+from sslx.data.augment import augment_view, decode, normalize, resize
 from sslx.data.producers import Example, producer
 from sslx.data.sources import load_split
 from sslx.errors import ConfigError
@@ -190,7 +190,7 @@ def _training_prior(data_json: str, size: int, examples: int) -> np.ndarray:
     data = ml_collections.ConfigDict(json.loads(data_json))
     with tf.init_scope():  # eager: asked for while the pipeline's map is traced
         source = load_split(data, data.train_split, process_index=0, process_count=1)
-        images = source.dataset.take(examples).map(lambda example: example["image"])
+        images = source.dataset.take(examples).map(lambda example: decode(example["image"]))
         return estimate_prior(images, size)
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from sslx.data import producers
-from sslx.data.augment import center_crop, normalize, resize
+from sslx.data.augment import center_crop, decode, normalize, resize
 from sslx.data.sources import Source, load_split, num_examples, resolve_process
 from sslx.errors import ConfigError, DataError
 
@@ -138,7 +138,7 @@ def eval_iterator(
 
     @tf.autograph.experimental.do_not_convert
     def preprocess(example: dict[str, tf.Tensor]) -> Batch:
-        return {"image": preprocess_image(example["image"]), "label": example["label"],
+        return {"image": preprocess_image(decode(example["image"])), "label": example["label"],
                 "valid": True}
 
     padding = tf.data.Dataset.from_tensors(

@@ -32,6 +32,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from sslx.data import photos
+from sslx.data.augment import decode
 from sslx.errors import ConfigError, DataError, close_matches
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -53,9 +54,13 @@ _IDX_INSTALL_HINT = (
 # pre-shuffled records do; a class-sorted order would fill the buffer with few classes.
 _FOLDER_ORDER_SEED = 0
 
-# What every source's dataset yields, one example at a time.
+# What every source's dataset yields, one example at a time. Folder and TFDS
+# splits read with `config.data.cache` off yield the encoded file instead of
+# its pixels (ENCODED_IMAGE): the training crops then decode only their window
+# of a JPEG, and whatever needs the whole image decodes it (`augment.decode`).
 EXAMPLE_SPEC = {"image": tf.TensorSpec([None, None, 3], tf.uint8),
                 "label": tf.TensorSpec([], tf.int32)}
+ENCODED_IMAGE = tf.TensorSpec([], tf.string)
 
 log = logging.getLogger("sslx")
 
@@ -542,8 +547,11 @@ def _readable_listing(
 
 
 def _decode_file(path: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
-    return {"image": image, "label": label}
+    return {"image": decode(tf.io.read_file(path)), "label": label}
+
+
+def _read_file(path: tf.Tensor, label: tf.Tensor) -> dict[str, tf.Tensor]:
+    return {"image": tf.io.read_file(path), "label": label}
 
 
 def _load_folder(
@@ -553,8 +561,10 @@ def _load_folder(
     lo, hi = _shard_bounds(len(paths), process_index, process_count)
     if _bad_images_mode(data_config) == "fail":
         _raise_first_bad(_check_image_files(paths[lo:hi]), hi - lo)
+    # Cached: decoded once. Not cached: the file's bytes, decoded where they are cropped.
     dataset = tf.data.Dataset.from_tensor_slices((paths[lo:hi], labels[lo:hi])).map(
-        _decode_file, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        _decode_file if data_config.cache else _read_file,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True,
     )
     return Source(dataset, len(paths), hi - lo, num_classes, process_index, process_count)
 
@@ -599,11 +609,10 @@ def _tfds_num_examples(builder: tfds.core.DatasetBuilder, split: str) -> int:
     return n
 
 
-def _tfds_example(features: tfds.features.FeaturesDict) -> Callable:
-    """Maps a decoded TFDS example to the source format."""
-    if "image" not in features:
-        raise DataError(f"TFDS features {list(features)} have no 'image' to learn from")
-    gray = features["image"].shape[-1] == 1
+def _tfds_example(features: tfds.features.FeaturesDict, encoded: bool) -> Callable:
+    """Maps a TFDS example, decoded or `encoded` (its image the file's bytes), to the
+    source format."""
+    gray = features["image"].shape[-1] == 1 and not encoded  # `decode` makes RGB itself
     labelled = "label" in features
 
     def example(ex: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -622,12 +631,17 @@ def _load_tfds(
     local_split = tfds.split_for_jax_process(
         split, process_index=process_index, process_count=process_count
     )
+    features = builder.info.features
+    if "image" not in features:
+        raise DataError(f"TFDS features {list(features)} have no 'image' to learn from")
+    # Not cached: images stay encoded, so random crops of JPEGs decode only their window.
+    encoded = not data_config.cache and isinstance(features["image"], tfds.features.Image)
     dataset = builder.as_dataset(
         split=local_split,
         shuffle_files=False,
         read_config=tfds.ReadConfig(try_autocache=False),  # `config.data.cache` decides
-    ).map(_tfds_example(builder.info.features), num_parallel_calls=tf.data.AUTOTUNE)
-    features = builder.info.features
+        decoders={"image": tfds.decode.SkipDecoding()} if encoded else None,
+    ).map(_tfds_example(features, encoded), num_parallel_calls=tf.data.AUTOTUNE)
     num_classes = getattr(features["label"], "num_classes", None) if "label" in features else None
     num_local = builder.info.splits[local_split].num_examples
     return Source(dataset, n, num_local, num_classes, process_index, process_count)

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 import ml_collections
 import tensorflow as tf
 
-from sslx.data.augment import FIELDS, ViewSpec, augment_view, crop_view
+from sslx.data.augment import FIELDS, ViewSpec, augment_view, crop_view, decode
 from sslx.errors import ConfigError, close_matches
 
+# Crops per image up to which each crop of an encoded JPEG decodes its own window.
+FUSED_DECODE_MAX_CROPS = 2
 # The fields of a view group: its crops' count and size, and every op's fields.
 GROUP_FIELDS = ("count", "size", *FIELDS)
 
@@ -41,6 +43,7 @@ def make_views(
     """One crop per spec of one uint8 image; each crop gets its own seed split
     from `seed`."""
     seeds = tf.unstack(tf.random.split(seed, len(specs)))
+    image = _decoded_for(image, specs)
     return tuple(
         augment_view(image, s, spec, mean, std) for s, spec in zip(seeds, specs, strict=True)
     )
@@ -51,7 +54,16 @@ def make_crops(image: tf.Tensor, seed: tf.Tensor,
     """The crops of `make_views` from the same seeds, cropped only, in uint8: the
     rest of each view's ops run in the train step (`config.data.augment_on='device'`)."""
     seeds = tf.unstack(tf.random.split(seed, len(specs)))
+    image = _decoded_for(image, specs)
     return tuple(crop_view(image, s, spec) for s, spec in zip(seeds, specs, strict=True))
+
+
+def _decoded_for(image: tf.Tensor, specs: Sequence[ViewSpec]) -> tf.Tensor:
+    """An encoded image left encoded when each crop decoding only its own window
+    pays (`augment.random_resized_crop`), decoded once when there are more crops:
+    for a 427x640 JPEG, two 224 px crops took 4.0 ms fused against 4.4 ms
+    decoding once, DINO's 2 + 6 crops 9.3 ms against 6.6 ms."""
+    return image if len(specs) <= FUSED_DECODE_MAX_CROPS else decode(image)
 
 
 def _group_specs(name: str, group: ml_collections.ConfigDict) -> list[ViewSpec]:
