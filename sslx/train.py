@@ -143,7 +143,7 @@ def _fresh_state(config: ml_collections.ConfigDict, spec: InputSpec, method: Met
     """The state at step 0, from the method's init on an example batch of its inputs."""
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     batch = finish_batch(jax.tree.map(jnp.asarray, pipeline.example_batch(
-        spec, _INIT_BATCH, inputs=method.inputs)), init_rng, spec.crops, config.data.mean,
+        spec, _INIT_BATCH, inputs=method.inputs)), init_rng, spec, config.data.mean,
         config.data.std)
     params, method_state = method.init(init_rng, batch)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -208,7 +208,7 @@ def make_train_step(run: Run):
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
-        batch = finish_batch(batch, rng, run.spec.crops, run.config.data.mean,
+        batch = finish_batch(batch, rng, run.spec, run.config.data.mean,
                              run.config.data.std)
         (loss, (method_state, metrics)), grads = grad_fn(
             state.params, state.method_state, batch, rng, state.step)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dm_pix as pix
 import jax
@@ -29,6 +29,9 @@ import jax.numpy as jnp
 
 from sslx.data.augment import OPS, SOLARIZE_THRESHOLD, ViewSpec
 from sslx.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sslx.data.spec import InputSpec
 
 AUGMENT_ON = ("host", "device")
 # Folded into the step's rng for the views' draws, so the method's rng is unchanged.
@@ -63,18 +66,17 @@ def after_crop() -> tuple[str, ...]:
     return names
 
 
-def finish_batch(batch: dict[str, Any], rng: jax.Array, crops: Sequence[ViewSpec],
+def finish_batch(batch: dict[str, Any], rng: jax.Array, spec: InputSpec,
                  mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
-    """`batch` with its uint8 'views' augmented and normalised as the host would
-    (float32, one per crop of `crops`); the draws come from `rng`, one key per
-    view and example. A batch whose views are already float is returned as it is."""
-    views = batch.get("views")
-    if not views or views[0].dtype != jnp.uint8:
+    """With `spec.augment_on == 'device'`, `batch` with its uint8 'views' augmented
+    and normalised as the host would (float32, one per crop of `spec.crops`), the
+    draws from `rng`, one key per view and example; otherwise `batch` as it is."""
+    if spec.augment_on != "device":
         return batch
     rng = jax.random.fold_in(rng, _AUGMENT_STREAM)
     finished = tuple(
         augment_views(view, jax.random.fold_in(rng, index), crop, mean, std)
-        for index, (view, crop) in enumerate(zip(views, crops, strict=True)))
+        for index, (view, crop) in enumerate(zip(batch["views"], spec.crops, strict=True)))
     return {**batch, "views": finished}
 
 
