@@ -142,9 +142,8 @@ def _fresh_state(config: ml_collections.ConfigDict, spec: InputSpec, method: Met
                  probe: OnlineProbe | None) -> TrainState:
     """The state at step 0, from the method's init on an example batch of its inputs."""
     init_rng, train_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    batch = finish_batch(jax.tree.map(jnp.asarray, pipeline.example_batch(
-        spec, _INIT_BATCH, inputs=method.inputs)), init_rng, spec, config.data.mean,
-        config.data.std)
+    example = pipeline.example_batch(spec, _INIT_BATCH, inputs=method.inputs)
+    batch = finish_batch(jax.tree.map(jnp.asarray, example), init_rng, spec)
     params, method_state = method.init(init_rng, batch)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params), method_state=method_state,
@@ -208,8 +207,7 @@ def make_train_step(run: Run):
 
     def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
-        batch = finish_batch(batch, rng, run.spec, run.config.data.mean,
-                             run.config.data.std)
+        batch = finish_batch(batch, rng, run.spec)
         (loss, (method_state, metrics)), grads = grad_fn(
             state.params, state.method_state, batch, rng, state.step)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -218,7 +218,7 @@ def trainer_steps(config, workdir: str, devices, steps: int = 2) -> StepsResult:
     batch = sharding.global_batch(synthetic_batch(config), run.mesh)
     rng = jax.random.fold_in(state.rng, state.step)
     # The batch the method sees: with device augmentation, the step's views.
-    seen = finish_batch(batch, rng, run.spec, config.data.mean, config.data.std)
+    seen = finish_batch(batch, rng, run.spec)
     grad_fn = jax.jit(jax.grad(lambda p, s, b, r, t: method.loss(p, s, b, r, t)[0]))
     grads = jax.device_get(grad_fn(state.params, state.method_state, seen, rng, state.step))
     step, metrics = train.make_train_step(run), []

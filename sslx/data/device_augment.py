@@ -66,16 +66,16 @@ def after_crop() -> tuple[str, ...]:
     return names
 
 
-def finish_batch(batch: dict[str, Any], rng: jax.Array, spec: InputSpec,
-                 mean: Sequence[float], std: Sequence[float]) -> dict[str, Any]:
+def finish_batch(batch: dict[str, Any], rng: jax.Array, spec: InputSpec) -> dict[str, Any]:
     """With `spec.augment_on == 'device'`, `batch` with its uint8 'views' augmented
-    and normalised as the host would (float32, one per crop of `spec.crops`), the
+    and normalised as the host would (float32, one per crop of `spec.crops`, by
+    `spec.mean` and `spec.std`), the
     draws from `rng`, one key per view and example; otherwise `batch` as it is."""
     if spec.augment_on != "device":
         return batch
     rng = jax.random.fold_in(rng, _AUGMENT_STREAM)
     finished = tuple(
-        augment_views(view, jax.random.fold_in(rng, index), crop, mean, std)
+        augment_views(view, jax.random.fold_in(rng, index), crop, spec.mean, spec.std)
         for index, (view, crop) in enumerate(zip(batch["views"], spec.crops, strict=True)))
     return {**batch, "views": finished}
 

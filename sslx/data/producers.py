@@ -120,10 +120,10 @@ def _views(example: Example, seed: tf.Tensor, spec: InputSpec,
            config: ml_collections.ConfigDict) -> dict[str, Any]:
     """`{'views': (float32 [size, size, 3] per crop of `spec.crops`)}`, normalised;
     with device augmentation, the uint8 crops the train step augments."""
+    del config  # the normalisation is the spec's
     if spec.augment_on == "device":
         return {"views": make_crops(example["image"], seed, spec.crops)}
-    return {"views": make_views(example["image"], seed, spec.crops, tuple(config.data.mean),
-                                tuple(config.data.std))}
+    return {"views": make_views(example["image"], seed, spec.crops, spec.mean, spec.std)}
 
 
 @producer("label", stream=1, outputs=lambda spec: {"label": tf.TensorSpec([], tf.int32)})

@@ -30,7 +30,8 @@ class InputSpec:
     `batch_size`: the global batch size (queues must hold at least one batch);
     `augment_on`: "host" (views arrive augmented, float32) or "device" (views
     arrive cropped, uint8, and the train step augments them:
-    `sslx.data.device_augment`)."""
+    `sslx.data.device_augment`); `mean`, `std`: the per-channel normalisation of
+    the views, wherever they are finished."""
 
     crops: tuple[ViewSpec, ...]
     global_count: int
@@ -39,6 +40,8 @@ class InputSpec:
     masks: MaskLayout | None
     batch_size: int
     augment_on: str = "host"
+    mean: tuple[float, ...] = (0.0, 0.0, 0.0)
+    std: tuple[float, ...] = (1.0, 1.0, 1.0)
 
     @property
     def num_views(self) -> int:
@@ -68,4 +71,6 @@ def input_spec(config: ml_collections.ConfigDict) -> InputSpec:
         masks=masks,
         batch_size=config.train.batch_size,
         augment_on=augment_on,
+        mean=tuple(config.data.mean),
+        std=tuple(config.data.std),
     )
