@@ -171,8 +171,8 @@ def test_host_crops_are_the_host_views_before_their_other_ops(npz):
 
 
 def test_device_mode_step_on_8_devices_equals_1_device(npz, tmp_path):
-    config = _config(npz, "device")
     """The trainer's step on both sides: the augmentation runs inside it."""
+    config = _config(npz, "device")
     devices = jax.devices()
     assert_same_steps(trainer_steps(config, str(tmp_path / "eight"), devices),
                       trainer_steps(config, str(tmp_path / "one"), devices[:1]))
