@@ -69,8 +69,8 @@ def after_crop() -> tuple[str, ...]:
 def finish_batch(batch: dict[str, Any], rng: jax.Array, spec: InputSpec) -> dict[str, Any]:
     """With `spec.augment_on == 'device'`, `batch` with its uint8 'views' augmented
     and normalised as the host would (float32, one per crop of `spec.crops`, by
-    `spec.mean` and `spec.std`), the
-    draws from `rng`, one key per view and example; otherwise `batch` as it is."""
+    `spec.mean` and `spec.std`), the draws from `rng`, one key per view and
+    example; otherwise `batch` as it is."""
     if spec.augment_on != "device":
         return batch
     rng = jax.random.fold_in(rng, _AUGMENT_STREAM)
